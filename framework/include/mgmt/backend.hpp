@@ -1,0 +1,90 @@
+// The ManagerAPI contract: what a backend plugin provides to the handlers.
+//
+// Threading: every method may be called from the server's I/O thread and must return
+// quickly (no waiting on children). Long operations (start, stop) complete through a
+// callback that the backend may invoke from any thread. Subscription callbacks are invoked
+// from the backend's own threads; they must not block and must not call back into the
+// backend (the server only queues the data and returns).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mgmt/messages.hpp"
+
+namespace mgmt {
+
+// A lifecycle or system event, as sent in EventsStream.
+struct Event {
+  std::string pid;  // process id ("" for system events)
+  std::string type;
+  std::int64_t ts = 0;  // unix nanos
+  std::string summary;
+};
+
+// Which log stream of a process.
+enum class LogStream : std::uint8_t { out = 0, err = 1 };
+
+struct LogQuery {
+  std::string id;
+  LogStream stream = LogStream::out;
+  std::int64_t since_ns = 0;  // keep chunks that arrived at or after this time; 0 = all
+  std::int64_t last_lines = 0;  // keep only the last N lines; 0 = all
+};
+
+// Outcome of start/stop: an error text ("" on success) and the entry after the operation.
+struct OpResult {
+  std::string err;
+  Entry entry;
+};
+using OpDone = std::function<void(OpResult)>;
+
+// Keeps a subscription alive; destroying it unsubscribes. After the destructor returns the
+// callback is never invoked again.
+class Subscription {
+ public:
+  virtual ~Subscription() = default;
+};
+
+// A snapshot and a live subscription taken atomically: no chunk is in both, none is lost
+// between them.
+struct FollowResult {
+  std::string err;  // "" on success
+  std::string snapshot;
+  std::unique_ptr<Subscription> subscription;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Starts the processes marked autostart. Called once, after the server is listening.
+  virtual void start_all() = 0;
+  // Stops every process (each with its stop timeout) and returns when all have exited.
+  virtual void shutdown() = 0;
+
+  virtual std::vector<Entry> list() = 0;
+  // nullopt when the id is unknown.
+  virtual std::optional<Entry> status(std::string_view id) = 0;
+
+  // `done` is invoked exactly once, possibly from another thread, possibly before return.
+  virtual void start(std::string_view id, OpDone done) = 0;
+  virtual void stop(std::string_view id, OpDone done) = 0;
+
+  // Snapshot of a log stream, filtered. Returns an error text, or "" and fills `out`.
+  virtual std::string logs(const LogQuery& q, std::string& out) = 0;
+  // Snapshot (filtered as `q` says) plus every chunk that arrives afterwards.
+  virtual FollowResult follow_logs(const LogQuery& q,
+                                   std::function<void(std::string_view chunk)> on_chunk) = 0;
+
+  // Every event from now on. Filtering is the subscriber's business.
+  virtual std::unique_ptr<Subscription> subscribe_events(
+      std::function<void(const Event&)> on_event) = 0;
+};
+
+}  // namespace mgmt

@@ -1,0 +1,48 @@
+// The handler contract: one request in; one reply, or a stream of frames, out.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace mgmt {
+
+// One request and the connection it arrived on. Handlers keep the shared_ptr as long as
+// they need to answer (for example until an asynchronous stop completes). Every method
+// is thread-safe.
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+
+  virtual std::uint8_t type() const = 0;
+  virtual std::uint64_t seq() const = 0;
+  virtual std::string_view payload() const = 0;
+
+  // Sends the one answer (with the request's seq). The connection then takes its next
+  // request. A second call is ignored.
+  virtual void reply(std::uint8_t type, std::string payload) = 0;
+
+  // Turns the connection into a stream: it takes no more requests, frames go out in the
+  // order pushed. Returns false once the client is gone or too far behind (then the
+  // connection is being closed and further frames are dropped).
+  virtual bool push(std::uint8_t type, std::string payload) = 0;
+  // Closes a stream once every pushed frame has been written.
+  virtual void end_stream() = 0;
+  // Keeps `resource` (typically a Subscription) alive until the connection closes.
+  virtual void hold(std::shared_ptr<void> resource) = 0;
+  // False once the connection is closed.
+  virtual bool open() const = 0;
+  // Peer credentials of the connection (from SO_PEERCRED); -1 when unknown.
+  virtual std::int64_t peer_pid() const = 0;
+  virtual std::int64_t peer_uid() const = 0;
+};
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // Called on the server's I/O thread; must not block.
+  virtual void handle(std::shared_ptr<Exchange> ex) = 0;
+};
+
+}  // namespace mgmt

@@ -1,0 +1,132 @@
+// Payloads of the management protocol and their MessagePack map codec.
+//
+// Encoding follows the Go reference: every struct is a map with short keys, byte data is
+// bin, strings are str. Decoding is tolerant the way the protocol asks: unknown keys are
+// ignored, missing keys keep their defaults, nil is accepted for lists and byte data, and
+// any integer width is accepted when the value fits. A value of the wrong kind is an error
+// whose text names the field.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mgmt/wire.hpp"
+
+namespace mgmt {
+
+// Process states, as the protocol spells them.
+namespace state {
+inline constexpr std::string_view pending = "pending";
+inline constexpr std::string_view starting = "starting";
+inline constexpr std::string_view running = "running";
+inline constexpr std::string_view stopping = "stopping";
+inline constexpr std::string_view stopped = "stopped";
+inline constexpr std::string_view crashed = "crashed";
+inline constexpr std::string_view restarting = "restarting";
+inline constexpr std::string_view failed = "failed";
+}  // namespace state
+
+// Event types (the `t` field of EventsStream).
+namespace event {
+inline constexpr std::string_view registered = "process.registered";
+inline constexpr std::string_view starting = "process.starting";
+inline constexpr std::string_view started = "process.started";
+inline constexpr std::string_view stopping = "process.stopping";
+inline constexpr std::string_view stopped = "process.stopped";
+inline constexpr std::string_view crashed = "process.crashed";
+inline constexpr std::string_view restarting = "process.restarting";
+inline constexpr std::string_view failed = "process.failed";
+inline constexpr std::string_view log_overflow = "log.overflow";
+inline constexpr std::string_view backpressure_stall = "reliability.backpressure_stall";
+inline constexpr std::string_view shutdown_requested = "system.shutdown_requested";
+inline constexpr std::string_view shutdown_incomplete = "system.shutdown_incomplete";
+}  // namespace event
+
+// Error text the Go server uses for an unknown id; clients may match on it.
+inline constexpr std::string_view kErrNotFound = "cliwrap: process not found";
+
+// One supervised process as list and status report it. The first five fields are the
+// protocol's; the rest are extensions sent as extra map keys (Go clients ignore them) and
+// only when set.
+struct Entry {
+  std::string id;
+  std::string name;
+  std::string state;
+  std::int64_t pid = 0;
+  std::uint64_t rss = 0;
+  // Extensions.
+  std::uint64_t restarts = 0;                 // "restarts"
+  std::int64_t started_at = 0;                // "started_at", unix nanos of the last start
+  std::optional<std::int64_t> exit_code;      // "exit_code", of the last exit
+  std::optional<std::int64_t> exit_signal;    // "exit_signal", signal that ended the last run
+  std::string last_error;                     // "last_error", e.g. a spawn failure
+};
+
+struct ListRequest {};
+struct ListResponse {
+  std::vector<Entry> entries;
+};
+struct StatusRequest {
+  std::string id;
+};
+struct StatusResponse {
+  Entry entry;
+  std::string err;
+};
+// Start (0xA8) and stop (0xA9) requests carry only an id.
+struct IdRequest {
+  std::string id;
+};
+struct LogsRequest {
+  std::string id;
+  std::uint8_t s = 0;      // 0 stdout, 1 stderr
+  bool f = false;          // follow
+  std::int64_t sn = 0;     // since, unix nanos; 0 = all
+  std::int64_t ln = 0;     // last N lines; 0 = all
+};
+struct LogsStream {
+  std::string id;
+  std::uint8_t s = 0;
+  std::string d;           // raw bytes (bin on the wire)
+  bool eof = false;
+};
+struct EventsSubscribe {
+  std::vector<std::string> pids;   // empty = all
+  std::vector<std::string> types;  // empty = all
+};
+struct EventsStream {
+  std::string pid;
+  std::string t;
+  std::int64_t ts = 0;
+  std::string sum;
+};
+
+std::string encode(const ListResponse& m);
+std::string encode(const StatusRequest& m);
+std::string encode(const StatusResponse& m);
+std::string encode(const IdRequest& m);
+std::string encode(const LogsRequest& m);
+std::string encode(const LogsStream& m);
+std::string encode(const EventsSubscribe& m);
+std::string encode(const EventsStream& m);
+std::string encode(const Entry& m);
+
+// Each returns an empty string on success, else what was wrong ("field 'pid': expected an
+// integer, got str"). An empty payload decodes to the defaults.
+std::string decode(std::string_view payload, ListRequest& out);
+std::string decode(std::string_view payload, ListResponse& out);
+std::string decode(std::string_view payload, StatusRequest& out);
+std::string decode(std::string_view payload, StatusResponse& out);
+std::string decode(std::string_view payload, IdRequest& out);
+std::string decode(std::string_view payload, LogsRequest& out);
+std::string decode(std::string_view payload, LogsStream& out);
+std::string decode(std::string_view payload, EventsSubscribe& out);
+std::string decode(std::string_view payload, EventsStream& out);
+
+// The protocol's generic error answer: a StatusResponse with an empty entry and `err` set.
+std::string error_reply(std::string_view err);
+
+}  // namespace mgmt

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mgmtd needs to build and test.
+# Idempotent: when every package is already present it does nothing and prints nothing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libboost-dev
+  libmsgpack-cxx-dev
+  libyaml-cpp-dev
+  libspdlog-dev
+  nlohmann-json3-dev
+  catch2
+  python3
+  util-linux
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
