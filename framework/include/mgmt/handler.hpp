@@ -23,9 +23,12 @@ class Exchange {
   // request. A second call is ignored.
   virtual void reply(std::uint8_t type, std::string payload) = 0;
 
-  // Turns the connection into a stream: it takes no more requests, frames go out in the
-  // order pushed. Returns false once the client is gone or too far behind (then the
-  // connection is being closed and further frames are dropped).
+  // Turns the connection into a stream: it takes no more requests and is watched for the
+  // client going away. push() does this implicitly.
+  virtual void begin_stream() = 0;
+  // Sends one frame of a stream (with the request's seq); frames go out in the order
+  // pushed. Returns false once the client is gone or too far behind (then the connection
+  // is being closed and further frames are dropped).
   virtual bool push(std::uint8_t type, std::string payload) = 0;
   // Closes a stream once every pushed frame has been written.
   virtual void end_stream() = 0;

@@ -92,6 +92,9 @@ struct LogsStream {
   std::uint8_t s = 0;
   std::string d;           // raw bytes (bin on the wire)
   bool eof = false;
+  // Extension: set (with eof, and the same text in `d` for Go clients) when the request
+  // failed, so our clients can tell an error from log data. Sent only when non-empty.
+  std::string err;
 };
 struct EventsSubscribe {
   std::vector<std::string> pids;   // empty = all

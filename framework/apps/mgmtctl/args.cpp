@@ -1,0 +1,243 @@
+#include "args.hpp"
+
+#include <charconv>
+#include <string_view>
+
+#include "duration.hpp"
+
+namespace mgmtctl {
+
+namespace {
+
+std::optional<Command> command_named(std::string_view s) {
+  if (s == "list") return Command::list;
+  if (s == "status") return Command::status;
+  if (s == "start") return Command::start;
+  if (s == "stop") return Command::stop;
+  if (s == "logs") return Command::logs;
+  if (s == "events") return Command::events;
+  if (s == "help") return Command::help;
+  if (s == "version") return Command::version;
+  return std::nullopt;
+}
+
+std::string_view command_name(Command c) {
+  switch (c) {
+    case Command::list: return "list";
+    case Command::status: return "status";
+    case Command::start: return "start";
+    case Command::stop: return "stop";
+    case Command::logs: return "logs";
+    case Command::events: return "events";
+    case Command::help: return "help";
+    case Command::version: return "version";
+    case Command::none: break;
+  }
+  return "";
+}
+
+// Which command a command-specific flag belongs to; global flags are not listed.
+bool flag_applies(std::string_view flag, Command c) {
+  if (flag == "json") return c == Command::list || c == Command::status;
+  if (flag == "stream" || flag == "follow" || flag == "since" || flag == "lines") {
+    return c == Command::logs;
+  }
+  if (flag == "process" || flag == "type") return c == Command::events;
+  return true;
+}
+
+bool takes_value(std::string_view flag) {
+  return flag == "socket" || flag == "runtime-dir" || flag == "stream" || flag == "since" ||
+         flag == "lines" || flag == "process" || flag == "type";
+}
+
+bool is_bool_flag(std::string_view flag) {
+  return flag == "help" || flag == "version" || flag == "json" || flag == "follow";
+}
+
+std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+// The spelling used in messages: the long form with two dashes.
+std::string dashed(std::string_view flag) { return "--" + std::string(flag); }
+
+}  // namespace
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::string_view rest = s;
+  while (true) {
+    const auto comma = rest.find(',');
+    std::string_view part = rest.substr(0, comma);
+    const auto b = part.find_first_not_of(" \t");
+    if (b != std::string_view::npos) {
+      const auto e = part.find_last_not_of(" \t");
+      out.emplace_back(part.substr(b, e - b + 1));
+    }
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+ParseResult parse_args(int argc, const char* const* argv) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  return parse_args(args);
+}
+
+ParseResult parse_args(const std::vector<std::string>& args) {
+  ParseResult r;
+  Options& o = r.options;
+  auto usage = [&r](std::string msg) {
+    r.error = std::move(msg);
+    return r;
+  };
+
+  bool want_help = false;
+  bool want_version = false;
+  bool positional_only = false;
+  std::vector<std::string> positionals;
+  std::vector<std::string> command_flags;  // checked against the command once it is known
+
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (!positional_only && a == "--") {
+      positional_only = true;
+      continue;
+    }
+    if (positional_only || a.size() < 2 || a[0] != '-') {
+      if (o.command == Command::none) {
+        auto c = command_named(a);
+        if (!c) return usage("unknown command " + quoted(a));
+        o.command = *c;
+      } else {
+        positionals.push_back(a);
+      }
+      continue;
+    }
+
+    // Go's flag package takes -name and --name alike, with the value joined by '=' or next.
+    std::string name = a.substr(a[1] == '-' ? 2 : 1);
+    std::optional<std::string> inline_value;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      inline_value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    if (name == "h") name = "help";
+    if (name == "f") name = "follow";
+    if (name == "n") name = "lines";
+
+    if (is_bool_flag(name)) {
+      bool v = true;
+      if (inline_value) {
+        if (*inline_value == "true" || *inline_value == "1") {
+          v = true;
+        } else if (*inline_value == "false" || *inline_value == "0") {
+          v = false;
+        } else {
+          return usage("invalid value " + quoted(*inline_value) + " for " + dashed(name) +
+                       ": want true or false");
+        }
+      }
+      if (name == "help") want_help = v;
+      if (name == "version") want_version = v;
+      if (name == "json") o.json = v;
+      if (name == "follow") o.follow = v;
+      if (name == "json" || name == "follow") command_flags.push_back(name);
+      continue;
+    }
+    if (!takes_value(name)) return usage("unknown flag " + quoted(a));
+
+    std::string value;
+    if (inline_value) {
+      value = *inline_value;
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      return usage("flag " + dashed(name) + " needs a value");
+    }
+
+    if (name == "socket" || name == "runtime-dir") {
+      if (value.empty()) return usage("flag " + dashed(name) + " needs a non-empty path");
+      (name == "socket" ? o.socket : o.runtime_dir) = value;
+      continue;
+    }
+    command_flags.push_back(name);
+    if (name == "stream") {
+      if (value == "stdout") {
+        o.stream = Stream::out;
+      } else if (value == "stderr") {
+        o.stream = Stream::err;
+      } else if (value == "all" || value.empty()) {
+        o.stream = Stream::all;
+      } else {
+        return usage("unknown --stream value " + quoted(value) + " (want stdout, stderr or all)");
+      }
+    } else if (name == "since") {
+      auto d = parse_go_duration(value);
+      if (!d) {
+        return usage("invalid --since duration " + quoted(value) +
+                     " (examples: 90s, 5m, 1h30m, 500ms)");
+      }
+      if (d->count() < 0) return usage("--since must not be negative, got " + quoted(value));
+      o.since = *d;
+    } else if (name == "lines") {
+      std::int64_t n = -1;
+      const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || p != value.data() + value.size() || n < 0) {
+        return usage("invalid --lines value " + quoted(value) + ": want a number >= 0");
+      }
+      o.lines = n;
+    } else if (name == "process") {
+      auto v = split_list(value);
+      o.processes.insert(o.processes.end(), v.begin(), v.end());
+    } else if (name == "type") {
+      auto v = split_list(value);
+      o.types.insert(o.types.end(), v.begin(), v.end());
+    }
+  }
+
+  if (want_help || o.command == Command::help) {
+    o.command = Command::help;
+    return r;
+  }
+  if (want_version || o.command == Command::version) {
+    o.command = Command::version;
+    return r;
+  }
+  if (o.command == Command::none) return usage("missing command");
+
+  const std::string cmd(command_name(o.command));
+  for (const auto& f : command_flags) {
+    if (!flag_applies(f, o.command)) return usage("flag " + dashed(f) + " does not apply to " + cmd);
+  }
+
+  switch (o.command) {
+    case Command::list:
+    case Command::events:
+      if (!positionals.empty()) {
+        return usage(cmd + " takes no arguments, got " + quoted(positionals.front()));
+      }
+      break;
+    case Command::status:
+    case Command::logs:
+      if (positionals.empty()) return usage(cmd + " needs a process id");
+      if (positionals.size() > 1) {
+        return usage(cmd + " takes one process id, got " + std::to_string(positionals.size()));
+      }
+      break;
+    case Command::start:
+    case Command::stop:
+      if (positionals.empty()) return usage(cmd + " needs at least one process id");
+      break;
+    default:
+      break;
+  }
+  if (o.command == Command::logs && o.follow && o.stream == Stream::all) {
+    return usage("--follow needs one stream: add --stream stdout or --stream stderr");
+  }
+  o.ids = std::move(positionals);
+  return r;
+}
+
+}  // namespace mgmtctl

@@ -1,0 +1,51 @@
+// Command-line parsing for mgmtctl. Hand-written and small: the grammar is a handful of
+// flags, and the Go CLI's spellings (-flag, --flag, --flag=value) must all keep working.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mgmtctl {
+
+enum class Command { none, help, version, list, status, start, stop, logs, events };
+
+// Which log stream(s) `logs` shows.
+enum class Stream { out, err, all };
+
+struct Options {
+  // Global.
+  std::optional<std::string> socket;       // --socket PATH: wins over discovery
+  std::optional<std::string> runtime_dir;  // --runtime-dir DIR
+  Command command = Command::none;
+  // list, status.
+  bool json = false;
+  // status: one id; start/stop: one or more; logs: one.
+  std::vector<std::string> ids;
+  // logs.
+  Stream stream = Stream::all;
+  bool follow = false;
+  std::optional<std::chrono::nanoseconds> since;  // --since DUR
+  std::int64_t lines = 0;                          // -n/--lines N, 0 = all
+  // events.
+  std::vector<std::string> processes;  // --process a,b
+  std::vector<std::string> types;      // --type t1,t2
+};
+
+// Either options or a usage error (one line, without the "try --help" hint).
+struct ParseResult {
+  Options options;
+  std::string error;
+  bool ok() const noexcept { return error.empty(); }
+};
+
+// `args` excludes the program name.
+ParseResult parse_args(const std::vector<std::string>& args);
+ParseResult parse_args(int argc, const char* const* argv);
+
+// Splits "a, b,,c" into {"a","b","c"}: blanks dropped, as the Go CLI does.
+std::vector<std::string> split_list(const std::string& s);
+
+}  // namespace mgmtctl

@@ -1,0 +1,176 @@
+#include "commands.hpp"
+
+#include <chrono>
+#include <ostream>
+#include <stdexcept>
+
+#include "mgmt/client.hpp"
+#include "mgmt/messages.hpp"
+
+namespace mgmtctl {
+
+namespace {
+
+using mgmt::MsgType;
+using mgmt::to_byte;
+
+// The server answered with a StatusResponse carrying `err`: shown to the user as is.
+struct ServerError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void protocol_error(const mgmt::Client& c, const std::string& what) {
+  throw std::runtime_error("protocol error from " + c.path() + ": " + what);
+}
+
+// Decodes `f` as the reply type `want`. An error reply (a StatusResponse with err set, the
+// protocol's answer to anything it cannot serve) becomes a ServerError.
+template <class T>
+T expect(const mgmt::Client& c, const mgmt::Frame& f, MsgType want) {
+  if (f.header.type == to_byte(want)) {
+    T v;
+    if (auto e = mgmt::decode(f.payload, v); !e.empty()) {
+      protocol_error(c, "cannot decode " + mgmt::type_hex(f.header.type) + " payload: " + e);
+    }
+    return v;
+  }
+  if (f.header.type == to_byte(MsgType::StatusResponse)) {
+    mgmt::StatusResponse s;
+    if (mgmt::decode(f.payload, s).empty() && !s.err.empty()) throw ServerError(s.err);
+  }
+  protocol_error(c, "got message type " + mgmt::type_hex(f.header.type) + " where " +
+                        mgmt::type_hex(to_byte(want)) + " was expected");
+}
+
+void write_data(std::ostream& os, const std::string& d) {
+  if (d.empty()) return;
+  os.write(d.data(), static_cast<std::streamsize>(d.size()));
+  os.flush();
+}
+
+int cmd_list(mgmt::Client& c, const Options& o, std::ostream& out) {
+  const auto f = c.call(to_byte(MsgType::ListRequest), {});
+  const auto resp = expect<mgmt::ListResponse>(c, f, MsgType::ListResponse);
+  out << (o.json ? format_list_json(resp.entries) : format_table(resp.entries));
+  return kExitOk;
+}
+
+int cmd_status(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err,
+               TimeZone tz) {
+  const auto f = c.call(to_byte(MsgType::StatusRequest), mgmt::encode(mgmt::StatusRequest{o.ids[0]}));
+  const auto resp = expect<mgmt::StatusResponse>(c, f, MsgType::StatusResponse);
+  if (!resp.err.empty()) {
+    err << resp.err << '\n';
+    return kExitFailure;
+  }
+  out << (o.json ? format_status_json(resp.entry) : format_status(resp.entry, tz));
+  return kExitOk;
+}
+
+// start and stop: one request per id, on one connection; every id gets a line.
+int cmd_start_stop(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
+  const bool start = o.command == Command::start;
+  const auto type = to_byte(start ? MsgType::StartRequest : MsgType::StopRequest);
+  int rc = kExitOk;
+  for (const auto& id : o.ids) {
+    try {
+      const auto f = c.call(type, mgmt::encode(mgmt::IdRequest{id}));
+      const auto resp = expect<mgmt::StatusResponse>(c, f, MsgType::StatusResponse);
+      if (!resp.err.empty()) {
+        err << id << ": " << resp.err << '\n';
+        rc = kExitFailure;
+        continue;
+      }
+      out << (start ? "started " : "stopped ") << id << '\n';
+      out.flush();
+    } catch (const std::exception& e) {
+      // The connection is unusable after a transport or protocol error: stop here.
+      err << id << ": " << e.what() << '\n';
+      return kExitFailure;
+    }
+  }
+  return rc;
+}
+
+std::int64_t since_to_unix_nanos(std::chrono::nanoseconds since) {
+  const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  const auto sn = now - since.count();
+  return sn > 0 ? sn : 1;  // 0 would mean "no filter"; anything before 1970 is all of it
+}
+
+int cmd_logs(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
+  mgmt::LogsRequest req;
+  req.id = o.ids[0];
+  req.ln = o.lines;
+  if (o.since) req.sn = since_to_unix_nanos(*o.since);
+  auto sink = [&](std::uint8_t s) -> std::ostream& { return s == 0 ? out : err; };
+
+  if (!o.follow) {
+    for (const std::uint8_t s : {std::uint8_t{0}, std::uint8_t{1}}) {
+      if ((s == 0 && o.stream == Stream::err) || (s == 1 && o.stream == Stream::out)) continue;
+      req.s = s;
+      const auto f = c.call(to_byte(MsgType::LogsRequest), mgmt::encode(req));
+      write_data(sink(s), expect<mgmt::LogsStream>(c, f, MsgType::LogsStream).d);
+    }
+    return kExitOk;
+  }
+
+  req.s = o.stream == Stream::err ? 1 : 0;
+  req.f = true;
+  c.send(to_byte(MsgType::LogsRequest), mgmt::encode(req));
+  while (auto f = c.receive()) {
+    const auto m = expect<mgmt::LogsStream>(c, *f, MsgType::LogsStream);
+    if (m.s > 1) {
+      // The server's refusal of the stream: its data is a readable error.
+      err << m.d;
+      if (m.d.empty() || m.d.back() != '\n') err << '\n';
+      err.flush();
+      return kExitFailure;
+    }
+    write_data(sink(req.s), m.d);
+    if (m.eof) break;
+  }
+  return kExitOk;
+}
+
+int cmd_events(mgmt::Client& c, const Options& o, std::ostream& out, TimeZone tz) {
+  c.send(to_byte(MsgType::EventsSubscribe), mgmt::encode(mgmt::EventsSubscribe{o.processes, o.types}));
+  while (auto f = c.receive()) {
+    out << format_event_line(expect<mgmt::EventsStream>(c, *f, MsgType::EventsStream), tz);
+    out.flush();
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+std::string socket_path(const Options& o) {
+  if (o.socket) return *o.socket;
+  return mgmt::discover_socket(o.runtime_dir);
+}
+
+int run_command(const Options& o, std::ostream& out, std::ostream& err, TimeZone tz) {
+  try {
+    mgmt::Client c(socket_path(o));
+    switch (o.command) {
+      case Command::list: return cmd_list(c, o, out);
+      case Command::status: return cmd_status(c, o, out, err, tz);
+      case Command::start:
+      case Command::stop: return cmd_start_stop(c, o, out, err);
+      case Command::logs: return cmd_logs(c, o, out, err);
+      case Command::events: return cmd_events(c, o, out, tz);
+      default: break;
+    }
+    err << "mgmtctl: internal error: no server command to run\n";
+    return kExitFailure;
+  } catch (const ServerError& e) {
+    err << e.what() << '\n';
+  } catch (const std::exception& e) {
+    err << "mgmtctl: " << e.what() << '\n';
+  }
+  return kExitFailure;
+}
+
+}  // namespace mgmtctl

@@ -1,0 +1,188 @@
+#include "format.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <iterator>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+namespace mgmtctl {
+
+namespace {
+
+// Code points, the unit Go's tabwriter and fmt widths count in.
+std::size_t display_width(std::string_view s) {
+  std::size_t n = 0;
+  for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+struct SplitTime {
+  std::tm tm{};
+  std::int64_t nanos = 0;  // 0..999'999'999
+};
+
+SplitTime split_time(std::int64_t unix_nanos, TimeZone tz) {
+  constexpr std::int64_t kPerSec = 1'000'000'000;
+  std::int64_t sec = unix_nanos / kPerSec;
+  std::int64_t rem = unix_nanos % kPerSec;
+  if (rem < 0) {  // floor, so times before 1970 still read forward
+    rem += kPerSec;
+    --sec;
+  }
+  SplitTime out;
+  out.nanos = rem;
+  const std::time_t t = static_cast<std::time_t>(sec);
+  if (tz == TimeZone::utc) {
+    gmtime_r(&t, &out.tm);
+  } else {
+    localtime_r(&t, &out.tm);
+  }
+  return out;
+}
+
+nlohmann::ordered_json entry_json(const mgmt::Entry& e) {
+  nlohmann::ordered_json j;
+  j["id"] = e.id;
+  j["name"] = e.name;
+  j["state"] = e.state;
+  j["pid"] = e.pid;
+  j["rss"] = e.rss;
+  if (e.restarts != 0) j["restarts"] = e.restarts;
+  if (e.started_at != 0) j["started_at"] = e.started_at;
+  if (e.exit_code) j["exit_code"] = *e.exit_code;
+  if (e.exit_signal) j["exit_signal"] = *e.exit_signal;
+  if (!e.last_error.empty()) j["last_error"] = e.last_error;
+  return j;
+}
+
+// Names and process output may hold any bytes; JSON output must stay valid UTF-8.
+std::string dump(const nlohmann::ordered_json& j) {
+  return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace
+
+std::string pad_right(std::string_view s, std::size_t width) {
+  std::string out(s);
+  const std::size_t w = display_width(s);
+  if (w < width) out.append(width - w, ' ');
+  return out;
+}
+
+std::string format_table(const std::vector<mgmt::Entry>& entries) {
+  std::vector<std::array<std::string, 4>> rows;
+  rows.reserve(entries.size() + 1);
+  rows.push_back({"ID", "NAME", "STATE", "PID"});
+  for (const auto& e : entries) rows.push_back({e.id, e.name, e.state, std::to_string(e.pid)});
+
+  constexpr std::size_t kPadding = 2;
+  std::array<std::size_t, 3> width{};
+  for (const auto& row : rows) {
+    for (std::size_t c = 0; c < width.size(); ++c) {
+      width[c] = std::max(width[c], display_width(row[c]));
+    }
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    for (std::size_t c = 0; c < width.size(); ++c) out += pad_right(row[c], width[c] + kPadding);
+    out += row[3];
+    out += '\n';
+  }
+  return out;
+}
+
+std::string format_bytes(std::uint64_t n) {
+  if (n < 1024) return std::to_string(n) + " B";
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double v = static_cast<double>(n) / 1024.0;
+  std::size_t u = 0;
+  // Step up before rounding could print "1024.0 KiB".
+  while (v >= 1023.95 && u + 1 < std::size(kUnits)) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
+  return buf;
+}
+
+std::string format_exit(const mgmt::Entry& e) {
+  if (e.exit_signal) {
+    const auto sig = *e.exit_signal;
+    const char* abbrev = (sig > 0 && sig < 128) ? sigabbrev_np(static_cast<int>(sig)) : nullptr;
+    if (abbrev != nullptr) return std::string("signal SIG") + abbrev;
+    return "signal " + std::to_string(sig);
+  }
+  if (e.exit_code) return "code " + std::to_string(*e.exit_code);
+  return {};
+}
+
+std::string format_time(std::int64_t unix_nanos, TimeZone tz) {
+  const SplitTime t = split_time(unix_nanos, tz);
+  char buf[64];
+  const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &t.tm);
+  std::string out(buf, n);
+  if (tz == TimeZone::utc) {
+    out += " UTC";
+  } else if (t.tm.tm_zone != nullptr && *t.tm.tm_zone != '\0') {
+    out += ' ';
+    out += t.tm.tm_zone;
+  }
+  return out;
+}
+
+std::string format_status(const mgmt::Entry& e, TimeZone tz) {
+  std::vector<std::pair<std::string_view, std::string>> lines = {
+      {"ID:", e.id},
+      {"Name:", e.name},
+      {"State:", e.state},
+      {"ChildPID:", std::to_string(e.pid)},
+  };
+  if (e.rss != 0) lines.emplace_back("RSS:", format_bytes(e.rss));
+  if (e.restarts != 0) lines.emplace_back("Restarts:", std::to_string(e.restarts));
+  if (e.started_at != 0) lines.emplace_back("Started:", format_time(e.started_at, tz));
+  if (auto ex = format_exit(e); !ex.empty()) lines.emplace_back("Last exit:", std::move(ex));
+  if (!e.last_error.empty()) lines.emplace_back("Last error:", e.last_error);
+
+  // One fixed value column (the longest label possible, plus a space) so that scripts
+  // see the same layout whichever extension fields a server sends.
+  constexpr std::size_t kValueColumn = sizeof("Last error:");
+  std::string out;
+  for (const auto& [label, value] : lines) {
+    out += pad_right(label, kValueColumn);
+    out += value;
+    out += '\n';
+  }
+  return out;
+}
+
+std::string format_event_line(const mgmt::EventsStream& ev, TimeZone tz) {
+  const SplitTime t = split_time(ev.ts, tz);
+  char clock[32];
+  std::snprintf(clock, sizeof clock, "%02d:%02d:%02d.%03d", t.tm.tm_hour, t.tm.tm_min,
+                t.tm.tm_sec, static_cast<int>(t.nanos / 1'000'000));
+  std::string out = clock;
+  out += "  ";
+  out += pad_right(ev.t, 32);
+  out += "  ";
+  out += pad_right(ev.pid, 20);
+  out += "  ";
+  out += ev.sum;
+  out += '\n';
+  return out;
+}
+
+std::string format_list_json(const std::vector<mgmt::Entry>& entries) {
+  auto arr = nlohmann::ordered_json::array();
+  for (const auto& e : entries) arr.push_back(entry_json(e));
+  return dump(arr);
+}
+
+std::string format_status_json(const mgmt::Entry& e) { return dump(entry_json(e)); }
+
+}  // namespace mgmtctl

@@ -1,0 +1,42 @@
+// mgmtctl's output: the Go CLI's table, status and event lines, plus JSON. Pure functions
+// of their input (time zone included) so tests can pin the exact text.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mgmt/messages.hpp"
+
+namespace mgmtctl {
+
+// Wall-clock rendering: the user's local zone, or UTC (for tests and scripts).
+enum class TimeZone { local, utc };
+
+// `ID  NAME  STATE  PID` as Go's text/tabwriter with padding 2 lays it out: every column
+// but the last as wide as its widest cell (in code points) plus two spaces.
+std::string format_table(const std::vector<mgmt::Entry>& entries);
+
+// `ID:`, `Name:`, `State:`, `ChildPID:` then the extension fields that are set, values
+// aligned in one column. Ends with a newline.
+std::string format_status(const mgmt::Entry& e, TimeZone tz = TimeZone::local);
+
+// `HH:MM:SS.mmm  <type padded 32>  <pid padded 20>  <summary>` and a newline.
+std::string format_event_line(const mgmt::EventsStream& ev, TimeZone tz = TimeZone::local);
+
+// JSON: every field of the entry, extensions only when set. Pretty-printed, newline-ended.
+std::string format_list_json(const std::vector<mgmt::Entry>& entries);
+std::string format_status_json(const mgmt::Entry& e);
+
+// 12582912 → "12.0 MiB"; under 1 KiB in bytes ("512 B").
+std::string format_bytes(std::uint64_t n);
+// "code 3", "signal SIGKILL", or "" when the entry has no recorded exit.
+std::string format_exit(const mgmt::Entry& e);
+// Unix nanos → "2025-11-24 16:00:00 UTC" (or the local zone's abbreviation).
+std::string format_time(std::int64_t unix_nanos, TimeZone tz);
+
+// Pads `s` with spaces to `width` code points, as Go's %-*s does.
+std::string pad_right(std::string_view s, std::size_t width);
+
+}  // namespace mgmtctl

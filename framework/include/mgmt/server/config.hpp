@@ -1,0 +1,62 @@
+// mgmt.yaml: the server's configuration, validated up front with file:line:column errors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "mgmt/server/version.hpp"
+
+namespace mgmt {
+
+// A configuration problem. what() reads "<file>:<line>:<column>: <problem and fix>".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Where a node came from, "mgmt.yaml:12:5", for messages about it.
+std::string where(const std::string& file, const YAML::Node& node);
+
+// A plugin as mgmt.yaml names it.
+struct PluginRef {
+  std::string plugin;             // a name searched in plugin_dirs, or a path to a .so
+  VersionConstraint version;      // empty = any
+  YAML::Node config;              // handed to the plugin as is
+  std::string origin;             // "mgmt.yaml:12:5", where it was named
+};
+
+struct Limits {
+  std::uint32_t max_request = 1u << 20;        // largest request payload accepted
+  std::size_t max_queue_bytes = 8u << 20;      // per-connection outgoing bytes before a slow
+                                               // stream reader is disconnected
+  std::size_t max_connections = 1024;
+};
+
+struct ServerConfig {
+  std::string file;                            // the config file itself
+  std::string socket_path;
+  bool write_hint = true;                      // write cliwrap's runtime-dir hint file
+  std::vector<std::string> plugin_dirs;        // absolute
+  PluginRef backend;
+  std::map<std::uint8_t, PluginRef> handlers;  // request types and extra commands
+  Limits limits;
+  std::string log_level = "info";
+};
+
+// Reads and validates `path`. Relative plugin dirs are taken relative to the file's folder;
+// `builtin_plugin_dir` is searched after them. Throws ConfigError.
+ServerConfig load_config(const std::string& path, const std::string& builtin_plugin_dir);
+// Same, from text (tests); `file` is used in messages and to resolve relative paths.
+ServerConfig parse_config(const std::string& text, const std::string& file,
+                          const std::string& builtin_plugin_dir);
+
+// Parses "0xA0" or "160". Throws std::invalid_argument.
+std::uint8_t parse_msg_type(const std::string& text);
+
+}  // namespace mgmt

@@ -1,0 +1,298 @@
+#include "mgmt/server/config.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "mgmt/client.hpp"
+#include "mgmt/wire.hpp"
+
+namespace fs = std::filesystem;
+
+namespace mgmt {
+
+std::string where(const std::string& file, const YAML::Node& node) {
+  const YAML::Mark m = node.Mark();
+  if (m.is_null()) return file;
+  return file + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+}
+
+std::uint8_t parse_msg_type(const std::string& text) {
+  std::size_t used = 0;
+  unsigned long v = 0;
+  try {
+    v = std::stoul(text, &used, 0);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || v > 0xFF) {
+    throw std::invalid_argument("\"" + text + "\" is not a message type (write it as 0xA0)");
+  }
+  return static_cast<std::uint8_t>(v);
+}
+
+namespace {
+
+// The stock mapping, used when mgmt.yaml has no `handlers` section.
+const std::pair<std::uint8_t, const char*> kStockHandlers[] = {
+    {0xA0, "list"}, {0xA2, "status"}, {0xA4, "logs"},
+    {0xA6, "events"}, {0xA8, "start"}, {0xA9, "stop"},
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string file) : file_(std::move(file)) {}
+
+  [[noreturn]] void fail(const YAML::Node& n, const std::string& msg) const {
+    throw ConfigError(where(file_, n) + ": " + msg);
+  }
+
+  void only_keys(const YAML::Node& map, std::initializer_list<const char*> allowed,
+                 const std::string& section) const {
+    for (const auto& kv : map) {
+      const auto key = kv.first.as<std::string>();
+      bool ok = false;
+      for (const char* a : allowed) ok = ok || key == a;
+      if (!ok) {
+        std::string list;
+        for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
+        fail(kv.first, "unknown key \"" + key + "\" in " + section + " (expected one of: " +
+                           list + ")");
+      }
+    }
+  }
+
+  std::string scalar(const YAML::Node& n, const std::string& what) const {
+    if (!n.IsScalar()) fail(n, what + " must be a string");
+    return n.as<std::string>();
+  }
+
+  bool boolean(const YAML::Node& n, const std::string& what) const {
+    bool v = false;
+    if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) fail(n, what + " must be true or false");
+    return v;
+  }
+
+  std::uint64_t size(const YAML::Node& n, const std::string& what) const {
+    const std::string s = scalar(n, what);
+    std::size_t used = 0;
+    unsigned long long v = 0;
+    try {
+      v = std::stoull(s, &used, 10);
+    } catch (const std::exception&) {
+      fail(n, what + " must be a size such as 1048576, 64KiB or 1MiB (got \"" + s + "\")");
+    }
+    const std::string unit = s.substr(used);
+    std::uint64_t mult = 1;
+    if (unit.empty() || unit == "B") mult = 1;
+    else if (unit == "KiB" || unit == "K") mult = 1ull << 10;
+    else if (unit == "MiB" || unit == "M") mult = 1ull << 20;
+    else if (unit == "GiB" || unit == "G") mult = 1ull << 30;
+    else if (unit == "KB") mult = 1000;
+    else if (unit == "MB") mult = 1000 * 1000;
+    else if (unit == "GB") mult = 1000ull * 1000 * 1000;
+    else fail(n, what + ": unknown size unit \"" + unit + "\" (use B, KiB, MiB, GiB, KB, MB, GB)");
+    return v * mult;
+  }
+
+  PluginRef plugin_ref(const YAML::Node& n, const std::string& what) const {
+    PluginRef ref;
+    ref.origin = where(file_, n);
+    if (n.IsScalar()) {
+      ref.plugin = n.as<std::string>();
+    } else if (n.IsMap()) {
+      only_keys(n, {"plugin", "version", "config"}, what);
+      if (!n["plugin"]) fail(n, what + " needs a `plugin:` naming the plugin to load");
+      ref.plugin = scalar(n["plugin"], what + ".plugin");
+      ref.origin = where(file_, n["plugin"]);
+      if (n["version"]) {
+        try {
+          ref.version = VersionConstraint(scalar(n["version"], what + ".version"));
+        } catch (const std::invalid_argument& e) {
+          fail(n["version"], e.what());
+        }
+      }
+      ref.config = n["config"];
+    } else {
+      fail(n, what + " must be a plugin name or a map with `plugin:`");
+    }
+    if (ref.plugin.empty()) fail(n, what + ": the plugin name is empty");
+    return ref;
+  }
+
+  const std::string& file() const { return file_; }
+
+ private:
+  std::string file_;
+};
+
+std::string absolute_from(const fs::path& base_dir, const std::string& p) {
+  fs::path path(p);
+  if (path.is_relative()) path = base_dir / path;
+  return path.lexically_normal().string();
+}
+
+}  // namespace
+
+ServerConfig parse_config(const std::string& text, const std::string& file,
+                          const std::string& builtin_plugin_dir) {
+  Reader r(file);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ":" +
+                      std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+  }
+  if (!root.IsMap()) {
+    throw ConfigError(file + ":1:1: the configuration must be a YAML map with at least a "
+                             "`backend:` section");
+  }
+  r.only_keys(root, {"server", "plugin_dirs", "backend", "handlers", "commands", "limits", "log"},
+              "the top level");
+
+  const fs::path base_dir = fs::absolute(fs::path(file)).parent_path();
+  ServerConfig cfg;
+  cfg.file = file;
+
+  try {
+    // server
+    std::string runtime_dir;
+    if (const auto server = root["server"]) {
+      if (!server.IsMap()) r.fail(server, "server must be a map");
+      r.only_keys(server, {"socket", "runtime_dir", "write_hint"}, "server");
+      if (server["socket"] && server["runtime_dir"]) {
+        r.fail(server["runtime_dir"], "give either server.socket or server.runtime_dir, not both");
+      }
+      if (server["socket"]) cfg.socket_path = absolute_from(base_dir, r.scalar(server["socket"], "server.socket"));
+      if (server["runtime_dir"]) {
+        runtime_dir = absolute_from(base_dir, r.scalar(server["runtime_dir"], "server.runtime_dir"));
+      }
+      if (server["write_hint"]) cfg.write_hint = r.boolean(server["write_hint"], "server.write_hint");
+    }
+    if (cfg.socket_path.empty()) {
+      if (runtime_dir.empty()) runtime_dir = default_runtime_dir();
+      cfg.socket_path = (fs::path(runtime_dir) / "manager.sock").string();
+    }
+
+    // plugin_dirs
+    if (const auto dirs = root["plugin_dirs"]) {
+      if (dirs.IsScalar()) {
+        cfg.plugin_dirs.push_back(absolute_from(base_dir, dirs.as<std::string>()));
+      } else if (dirs.IsSequence()) {
+        for (const auto& d : dirs) cfg.plugin_dirs.push_back(absolute_from(base_dir, r.scalar(d, "plugin_dirs entry")));
+      } else {
+        r.fail(dirs, "plugin_dirs must be a list of directories");
+      }
+    }
+    if (!builtin_plugin_dir.empty()) cfg.plugin_dirs.push_back(builtin_plugin_dir);
+
+    // backend
+    const auto backend = root["backend"];
+    if (!backend) {
+      throw ConfigError(file + ":1:1: missing `backend:` section (for the stock supervisor write "
+                               "`backend: {plugin: process, config: {processes: [...]}}`)");
+    }
+    cfg.backend = r.plugin_ref(backend, "backend");
+
+    // handlers
+    if (const auto handlers = root["handlers"]) {
+      if (!handlers.IsMap()) r.fail(handlers, "handlers must be a map from message type to plugin");
+      for (const auto& kv : handlers) {
+        std::uint8_t type = 0;
+        try {
+          type = parse_msg_type(kv.first.as<std::string>());
+        } catch (const std::invalid_argument& e) {
+          r.fail(kv.first, e.what());
+        }
+        if (type >= kFirstCommandType && type <= kLastCommandType) {
+          r.fail(kv.first, type_hex(type) + " is an extra-command type: map it under `commands:`");
+        }
+        if (cfg.handlers.count(type)) r.fail(kv.first, type_hex(type) + " is mapped twice");
+        cfg.handlers[type] = r.plugin_ref(kv.second, "handler " + type_hex(type));
+      }
+    } else {
+      for (const auto& [type, name] : kStockHandlers) {
+        PluginRef ref;
+        ref.plugin = name;
+        ref.origin = file + " (stock handler for " + type_hex(type) + ")";
+        cfg.handlers[type] = std::move(ref);
+      }
+    }
+
+    // commands
+    if (const auto commands = root["commands"]) {
+      if (!commands.IsMap()) r.fail(commands, "commands must be a map from message type to plugin");
+      for (const auto& kv : commands) {
+        std::uint8_t type = 0;
+        try {
+          type = parse_msg_type(kv.first.as<std::string>());
+        } catch (const std::invalid_argument& e) {
+          r.fail(kv.first, e.what());
+        }
+        if (type < kFirstCommandType || type > kLastCommandType) {
+          r.fail(kv.first, "extra commands use types 0xaa..0xaf, not " + type_hex(type));
+        }
+        if (cfg.handlers.count(type)) r.fail(kv.first, type_hex(type) + " is mapped twice");
+        cfg.handlers[type] = r.plugin_ref(kv.second, "command " + type_hex(type));
+      }
+    }
+
+    // limits
+    if (const auto limits = root["limits"]) {
+      if (!limits.IsMap()) r.fail(limits, "limits must be a map");
+      r.only_keys(limits, {"max_request", "max_queue", "max_connections"}, "limits");
+      if (limits["max_request"]) {
+        const auto v = r.size(limits["max_request"], "limits.max_request");
+        if (v == 0 || v > kMaxPayload) {
+          r.fail(limits["max_request"], "limits.max_request must be between 1 and 16MiB");
+        }
+        cfg.limits.max_request = static_cast<std::uint32_t>(v);
+      }
+      if (limits["max_queue"]) {
+        const auto v = r.size(limits["max_queue"], "limits.max_queue");
+        if (v < 64 * 1024) r.fail(limits["max_queue"], "limits.max_queue must be at least 64KiB");
+        cfg.limits.max_queue_bytes = v;
+      }
+      if (limits["max_connections"]) {
+        const auto v = r.size(limits["max_connections"], "limits.max_connections");
+        if (v == 0) r.fail(limits["max_connections"], "limits.max_connections must be at least 1");
+        cfg.limits.max_connections = v;
+      }
+    }
+
+    // log
+    if (const auto log = root["log"]) {
+      if (!log.IsMap()) r.fail(log, "log must be a map");
+      r.only_keys(log, {"level"}, "log");
+      if (log["level"]) {
+        static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
+        cfg.log_level = r.scalar(log["level"], "log.level");
+        if (!levels.count(cfg.log_level)) {
+          r.fail(log["level"], "log.level must be one of trace, debug, info, warn, error, off");
+        }
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    // Conversions inside yaml-cpp (e.g. a key that is not a scalar).
+    throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ":" +
+                      std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+  return cfg;
+}
+
+ServerConfig load_config(const std::string& path, const std::string& builtin_plugin_dir) {
+  std::ifstream in(path);
+  if (!in) {
+    throw ConfigError(path + ": cannot read the configuration file: " +
+                      std::string(std::strerror(errno)) + " (pass another with -c FILE)");
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, builtin_plugin_dir);
+}
+
+}  // namespace mgmt

@@ -1,0 +1,265 @@
+#include "mgmt/server/server.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include "mgmt/client.hpp"
+#include "session.hpp"
+
+namespace fs = std::filesystem;
+
+namespace mgmt {
+
+namespace {
+
+// Returns true when something accepts connections on `path`.
+bool socket_is_live(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  const bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return live;
+}
+
+void write_hint_file(const std::string& runtime_dir, spdlog::logger& log) {
+  const fs::path hint = hint_file_path();
+  std::error_code ec;
+  fs::create_directories(hint.parent_path(), ec);
+  const fs::path tmp = hint.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << runtime_dir << "\n";
+    if (!out) {
+      log.warn("cannot write the runtime-dir hint {}: clients will need --runtime-dir",
+               hint.string());
+      return;
+    }
+  }
+  fs::rename(tmp, hint, ec);
+  if (ec) {
+    log.warn("cannot write the runtime-dir hint {}: {}", hint.string(), ec.message());
+    fs::remove(tmp, ec);
+  }
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(ServerOptions o, const Dispatcher& d, Backend& b, std::shared_ptr<spdlog::logger> l)
+      : opts(std::move(o)),
+        backend(b),
+        log(std::move(l)),
+        acceptor(io),
+        signals(io),
+        drain_timer(io),
+        host{io, d, opts.limits, log, [this](Session* s) { sessions.erase(s); }} {}
+
+  void accept();
+  void begin_shutdown(const char* why);
+  void finish_shutdown();
+  void wait_signal();
+
+  ServerOptions opts;
+  Backend& backend;
+  std::shared_ptr<spdlog::logger> log;
+  asio::io_context io;
+  asio::local::stream_protocol::acceptor acceptor;
+  asio::signal_set signals;
+  asio::steady_timer drain_timer;
+  SessionHost host;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
+  std::uint64_t next_id = 1;
+  bool listening = false;
+  bool shutting_down = false;
+  std::thread backend_stopper;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> shutdown_work;
+};
+
+Server::Server(ServerOptions opts, const Dispatcher& dispatcher, Backend& backend,
+               std::shared_ptr<spdlog::logger> log)
+    : impl_(std::make_unique<Impl>(std::move(opts), dispatcher, backend, std::move(log))) {}
+
+Server::~Server() {
+  if (impl_->backend_stopper.joinable()) impl_->backend_stopper.join();
+  if (impl_->listening) {
+    std::error_code ec;
+    fs::remove(impl_->opts.socket_path, ec);
+  }
+}
+
+void Server::listen() {
+  auto& m = *impl_;
+  const std::string& path = m.opts.socket_path;
+  if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    throw std::runtime_error("socket path " + path + " is too long (" +
+                             std::to_string(path.size()) +
+                             " bytes; Unix sockets allow 107): choose a shorter runtime_dir");
+  }
+  const fs::path dir = fs::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && !fs::exists(dir, ec)) {
+    fs::create_directories(dir, ec);
+    if (ec) {
+      throw std::runtime_error("cannot create the socket folder " + dir.string() + ": " +
+                               ec.message());
+    }
+    ::chmod(dir.c_str(), 0700);
+  }
+
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      throw std::runtime_error(path + " exists and is not a socket: remove it or choose another "
+                                      "server.socket");
+    }
+    if (socket_is_live(path)) {
+      throw std::runtime_error("another server is already listening on " + path +
+                               ": stop it first, or give this one another server.socket");
+    }
+    m.log->info("removing stale socket {}", path);
+    ::unlink(path.c_str());
+  }
+
+  // The umask makes the socket 0600 from the moment it exists, with no window in which
+  // another user could connect.
+  const mode_t old_mask = ::umask(0177);
+  try {
+    m.acceptor.open(asio::local::stream_protocol());
+    m.acceptor.bind(asio::local::stream_protocol::endpoint(path));
+    m.acceptor.listen();
+  } catch (const boost::system::system_error& e) {
+    ::umask(old_mask);
+    throw std::runtime_error("cannot listen on " + path + ": " + e.code().message());
+  }
+  ::umask(old_mask);
+  ::chmod(path.c_str(), 0600);
+  m.listening = true;
+  if (m.opts.write_hint) write_hint_file(dir.string(), *m.log);
+  m.log->info("listening on {}", path);
+}
+
+void Server::Impl::accept() {
+  acceptor.async_accept([this](const boost::system::error_code& ec,
+                               asio::local::stream_protocol::socket sock) {
+    if (ec) {
+      if (ec == asio::error::operation_aborted || shutting_down) return;
+      log->warn("accept failed: {}", ec.message());
+      if (ec == asio::error::no_descriptors) {
+        // Out of file descriptors: back off briefly instead of spinning.
+        drain_timer.expires_after(std::chrono::milliseconds(100));
+        drain_timer.async_wait([this](const boost::system::error_code&) { accept(); });
+        return;
+      }
+      accept();
+      return;
+    }
+    if (sessions.size() >= opts.limits.max_connections) {
+      log->warn("refusing a connection: {} connections open (limits.max_connections)",
+                sessions.size());
+      boost::system::error_code ignored;
+      sock.close(ignored);
+    } else {
+      auto s = std::make_shared<Session>(std::move(sock), host, next_id++);
+      sessions.emplace(s.get(), s);
+      s->start();
+    }
+    accept();
+  });
+}
+
+void Server::Impl::wait_signal() {
+  signals.async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      log->warn("SIGHUP: configuration reload is not supported; restart mgmtd to apply changes");
+    } else {
+      begin_shutdown(sig == SIGINT ? "SIGINT" : "SIGTERM");
+    }
+    wait_signal();
+  });
+}
+
+void Server::Impl::begin_shutdown(const char* why) {
+  if (shutting_down) {
+    log->info("{}: already shutting down", why);
+    return;
+  }
+  shutting_down = true;
+  log->info("{}: shutting down", why);
+  boost::system::error_code ignored;
+  acceptor.close(ignored);
+  if (listening) {
+    ::unlink(opts.socket_path.c_str());
+    listening = false;
+  }
+  shutdown_work.emplace(io.get_executor());
+  // Stopping children waits up to their stop timeouts; the I/O thread keeps serving the
+  // stream clients (who see the stop events) meanwhile.
+  backend_stopper = std::thread([this] {
+    backend.shutdown();
+    asio::post(io, [this] { finish_shutdown(); });
+  });
+}
+
+void Server::Impl::finish_shutdown() {
+  if (backend_stopper.joinable()) backend_stopper.join();
+  // Copy: shutdown() may close sessions, which erases them from the map.
+  std::vector<std::shared_ptr<Session>> live;
+  for (auto& [p, w] : sessions) {
+    if (auto s = w.lock()) live.push_back(std::move(s));
+  }
+  for (auto& s : live) s->shutdown();
+  drain_timer.cancel();
+  drain_timer.expires_after(std::chrono::seconds(3));
+  drain_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    std::vector<std::shared_ptr<Session>> left;
+    for (auto& [p, w] : sessions) {
+      if (auto s = w.lock()) left.push_back(std::move(s));
+    }
+    if (!left.empty()) log->warn("closing {} clients that did not drain in time", left.size());
+    for (auto& s : left) s->close("drain timeout");
+  });
+  signals.cancel();
+  shutdown_work.reset();
+  // Once the last session is gone and the drain timer fires or is cancelled, run() returns.
+  if (sessions.empty()) drain_timer.cancel();
+}
+
+void Server::run() {
+  auto& m = *impl_;
+  m.signals.add(SIGINT);
+  m.signals.add(SIGTERM);
+  m.signals.add(SIGHUP);
+  m.wait_signal();
+  m.accept();
+  m.host.on_closed = [&m](Session* s) {
+    m.sessions.erase(s);
+    if (m.shutting_down && m.sessions.empty() && !m.backend_stopper.joinable()) {
+      m.drain_timer.cancel();
+    }
+  };
+  m.io.run();
+  m.log->info("stopped");
+}
+
+void Server::stop() {
+  asio::post(impl_->io, [m = impl_.get()] { m->begin_shutdown("stop requested"); });
+}
+
+}  // namespace mgmt

@@ -1,0 +1,333 @@
+#include "session.hpp"
+
+#include <sys/socket.h>
+
+#include <spdlog/spdlog.h>
+
+#include "mgmt/messages.hpp"
+#include "mgmt/wire.hpp"
+
+namespace mgmt {
+
+namespace {
+
+// The Exchange handed to handlers. It may outlive the session (a backend completing a
+// stop after the client left): it holds the session weakly and posts every action to
+// the I/O thread, where the session's state lives.
+class SessionExchange final : public Exchange {
+ public:
+  SessionExchange(const std::shared_ptr<Session>& s, asio::io_context& io, std::uint8_t type,
+                  std::uint64_t seq, std::string payload)
+      : session_(s),
+        closed_(s->closed_flag()),
+        io_(io),
+        type_(type),
+        seq_(seq),
+        payload_(std::move(payload)),
+        peer_pid_(s->peer_pid()),
+        peer_uid_(s->peer_uid()) {}
+
+  ~SessionExchange() override {
+    // A handler that drops the request without answering would leave the client waiting
+    // forever; answer for it.
+    if (!answered_.load() && !streaming_.load()) {
+      reply(to_byte(MsgType::StatusResponse),
+            error_reply("handler for " + type_hex(type_) + " returned no answer"));
+    }
+  }
+
+  std::uint8_t type() const override { return type_; }
+  std::uint64_t seq() const override { return seq_; }
+  std::string_view payload() const override { return payload_; }
+
+  void reply(std::uint8_t type, std::string payload) override {
+    if (answered_.exchange(true)) return;
+    post([frame = make_frame(type, seq_, payload)](Session& s) mutable {
+      s.on_reply(std::move(frame));
+    });
+  }
+
+  void begin_stream() override {
+    if (streaming_.exchange(true)) return;
+    post([](Session& s) { s.on_begin_stream(); });
+  }
+
+  bool push(std::uint8_t type, std::string payload) override {
+    if (closed_->load()) return false;
+    streaming_.store(true);
+    post([frame = make_frame(type, seq_, payload)](Session& s) mutable {
+      s.on_push(std::move(frame));
+    });
+    return !closed_->load();
+  }
+
+  void end_stream() override {
+    post([](Session& s) { s.on_end_stream(); });
+  }
+
+  void hold(std::shared_ptr<void> resource) override {
+    // Destroyed on the I/O thread either way: with the session, or right away if it is gone.
+    post([r = std::move(resource)](Session& s) mutable { s.on_hold(std::move(r)); });
+  }
+
+  bool open() const override { return !closed_->load(); }
+  std::int64_t peer_pid() const override { return peer_pid_; }
+  std::int64_t peer_uid() const override { return peer_uid_; }
+
+ private:
+  template <class F>
+  void post(F&& f) {
+    asio::dispatch(io_, [w = session_, f = std::forward<F>(f)]() mutable {
+      if (auto s = w.lock()) f(*s);
+    });
+  }
+
+  std::weak_ptr<Session> session_;
+  std::shared_ptr<std::atomic<bool>> closed_;
+  asio::io_context& io_;
+  const std::uint8_t type_;
+  const std::uint64_t seq_;
+  const std::string payload_;
+  const std::int64_t peer_pid_;
+  const std::int64_t peer_uid_;
+  std::atomic<bool> answered_{false};
+  std::atomic<bool> streaming_{false};
+};
+
+}  // namespace
+
+Session::Session(Socket socket, SessionHost& host, std::uint64_t id)
+    : socket_(std::move(socket)), host_(host), id_(id) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    peer_pid_ = cred.pid;
+    peer_uid_ = cred.uid;
+  }
+}
+
+Session::~Session() = default;
+
+void Session::start() {
+  host_.log->debug("conn {}: opened by pid {} uid {}", id_, peer_pid_, peer_uid_);
+  read_header();
+}
+
+void Session::read_header() {
+  if (mode_ == Mode::closed) return;
+  mode_ = Mode::reading;
+  if (shutting_down_) {
+    close("server shutting down");
+    return;
+  }
+  asio::async_read(socket_, asio::buffer(header_buf_),
+                   [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+                     self->on_header(ec);
+                   });
+}
+
+void Session::on_header(const boost::system::error_code& ec) {
+  if (ec) {
+    close(ec == asio::error::eof ? "client closed" : "read error");
+    return;
+  }
+  const HeaderError err = parse_header(header_buf_.data(), header_);
+  if (err != HeaderError::none) {
+    // Nothing after a bad header can be trusted to be a frame boundary.
+    host_.log->warn("conn {} (pid {}): {}; closing the connection", id_, peer_pid_, describe(err));
+    close("bad header");
+    return;
+  }
+  if (header_.length > host_.limits.max_request) {
+    // Within the protocol's limit but over ours: skip the payload, answer, keep going.
+    mode_ = Mode::busy;
+    discard_payload(header_.length);
+    return;
+  }
+  read_payload();
+}
+
+void Session::read_payload() {
+  mode_ = Mode::busy;
+  payload_.resize(header_.length);
+  if (header_.length == 0) {
+    dispatch();
+    return;
+  }
+  asio::async_read(socket_, asio::buffer(payload_.data(), payload_.size()),
+                   [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+                     if (ec) {
+                       self->close("client closed mid-frame");
+                       return;
+                     }
+                     self->dispatch();
+                   });
+}
+
+void Session::discard_payload(std::size_t remaining) {
+  if (remaining == 0) {
+    answer_now(error_reply("request of " + std::to_string(header_.length) +
+                           " bytes exceeds this server's limit of " +
+                           std::to_string(host_.limits.max_request) +
+                           " bytes (limits.max_request)"));
+    return;
+  }
+  const std::size_t n = std::min(remaining, scratch_.size());
+  asio::async_read(socket_, asio::buffer(scratch_.data(), n),
+                   [self = shared_from_this(), remaining](const boost::system::error_code& ec,
+                                                          std::size_t got) {
+                     if (ec) {
+                       self->close("client closed mid-frame");
+                       return;
+                     }
+                     self->discard_payload(remaining - got);
+                   });
+}
+
+void Session::answer_now(std::string payload) {
+  on_reply(make_frame(to_byte(MsgType::StatusResponse), header_.seq, payload));
+}
+
+void Session::dispatch() {
+  const std::uint8_t type = header_.type;
+  Handler* h = host_.dispatcher.find(type);
+  if (h == nullptr) {
+    answer_now(error_reply("unknown request type " + type_hex(type)));
+    return;
+  }
+  auto ex = std::make_shared<SessionExchange>(shared_from_this(), host_.io, type, header_.seq,
+                                              std::move(payload_));
+  payload_.clear();
+  try {
+    h->handle(ex);
+  } catch (const std::exception& e) {
+    host_.log->error("conn {}: handler for {} failed: {}", id_, type_hex(type), e.what());
+    ex->reply(to_byte(MsgType::StatusResponse),
+              error_reply("internal error in the handler for " + type_hex(type) + ": " + e.what()));
+  } catch (...) {
+    host_.log->error("conn {}: handler for {} failed with an unknown exception", id_,
+                     type_hex(type));
+    ex->reply(to_byte(MsgType::StatusResponse),
+              error_reply("internal error in the handler for " + type_hex(type)));
+  }
+}
+
+void Session::on_reply(std::string frame) {
+  if (mode_ == Mode::closed) return;
+  enqueue(std::move(frame));
+  if (mode_ == Mode::busy) {
+    if (shutting_down_) {
+      close_after_flush_ = true;
+      if (!writing_ && outq_.empty()) close("server shutting down");
+      return;
+    }
+    read_header();
+  }
+}
+
+void Session::on_begin_stream() {
+  if (mode_ != Mode::busy) return;
+  mode_ = Mode::streaming;
+  watch_stream();
+}
+
+bool Session::on_push(std::string frame) {
+  if (mode_ == Mode::closed) return false;
+  if (mode_ == Mode::busy) on_begin_stream();
+  if (queued_bytes_ + frame.size() > host_.limits.max_queue_bytes) {
+    host_.log->warn("conn {} (pid {}): stream reader is {} bytes behind (limits.max_queue); "
+                    "disconnecting it",
+                    id_, peer_pid_, queued_bytes_);
+    close("stream reader too slow");
+    return false;
+  }
+  enqueue(std::move(frame));
+  return true;
+}
+
+void Session::on_end_stream() {
+  if (mode_ == Mode::closed) return;
+  close_after_flush_ = true;
+  if (!writing_ && outq_.empty()) close("stream ended");
+}
+
+void Session::on_hold(std::shared_ptr<void> r) {
+  if (mode_ == Mode::closed) return;  // r is released right here
+  held_.push_back(std::move(r));
+}
+
+void Session::watch_stream() {
+  // A streaming connection takes no more requests, but reading tells us when the client
+  // goes away so its subscription can be released at once.
+  socket_.async_read_some(asio::buffer(scratch_),
+                          [self = shared_from_this()](const boost::system::error_code& ec,
+                                                      std::size_t) {
+                            if (ec) {
+                              self->close("stream client closed");
+                              return;
+                            }
+                            self->watch_stream();
+                          });
+}
+
+void Session::enqueue(std::string frame) {
+  queued_bytes_ += frame.size();
+  outq_.push_back(std::move(frame));
+  flush();
+}
+
+void Session::flush() {
+  if (writing_ || outq_.empty() || mode_ == Mode::closed) return;
+  writing_ = true;
+  write_bufs_.clear();
+  in_flight_ = std::min<std::size_t>(outq_.size(), 64);
+  for (std::size_t i = 0; i < in_flight_; ++i) write_bufs_.push_back(asio::buffer(outq_[i]));
+  asio::async_write(socket_, write_bufs_,
+                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+                      self->writing_ = false;
+                      if (self->mode_ == Mode::closed) return;
+                      if (ec) {
+                        self->close("write error");
+                        return;
+                      }
+                      for (std::size_t i = 0; i < self->in_flight_; ++i) {
+                        self->queued_bytes_ -= self->outq_.front().size();
+                        self->outq_.pop_front();
+                      }
+                      self->in_flight_ = 0;
+                      if (!self->outq_.empty()) {
+                        self->flush();
+                      } else if (self->close_after_flush_) {
+                        self->close("done");
+                      }
+                    });
+}
+
+void Session::shutdown() {
+  if (mode_ == Mode::closed) return;
+  shutting_down_ = true;
+  if (mode_ == Mode::reading) {
+    close("server shutting down");
+    return;
+  }
+  close_after_flush_ = true;
+  if (mode_ == Mode::streaming && !writing_ && outq_.empty()) close("server shutting down");
+}
+
+void Session::close(const char* why) {
+  if (mode_ == Mode::closed) return;
+  mode_ = Mode::closed;
+  closed_flag_->store(true);
+  host_.log->debug("conn {}: closed ({})", id_, why);
+  boost::system::error_code ignored;
+  socket_.shutdown(Socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  outq_.clear();
+  queued_bytes_ = 0;
+  // Subscriptions go now, so the backend stops feeding a connection that is gone.
+  auto held = std::move(held_);
+  held.clear();
+  if (host_.on_closed) host_.on_closed(this);
+}
+
+}  // namespace mgmt

@@ -1,0 +1,84 @@
+// One running child: fork/exec in its own process group, with its stdout/stderr pipes, a
+// pidfd to learn of its exit, and a status pipe that reports a failed exec.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "process_config.hpp"
+#include "unique_fd.hpp"
+
+namespace mgmt::process {
+
+// Everything the forked child needs, prepared beforehand: after fork() only
+// async-signal-safe calls are allowed.
+struct ExecPlan {
+  std::string path;  // resolved executable
+  std::vector<std::string> argv;
+  std::vector<std::string> envp;  // "KEY=value"
+  std::string work_dir;           // "" = stay in the server's
+};
+
+// Merges the spec's env over `base_env` and resolves the command in the resulting PATH.
+// Returns the plan, or an error text when the command is not found.
+std::variant<ExecPlan, std::string> make_exec_plan(const ProcessSpec& spec,
+                                                   const char* const* base_env);
+
+// How a child ended. Both empty when it was reaped by someone else.
+struct ExitStatus {
+  std::optional<int> code;
+  std::optional<int> signal;
+};
+
+// "exit code 3", "killed by SIGSEGV".
+std::string describe(const ExitStatus& s);
+// "SIGTERM"; "signal 42" for unnamed ones.
+std::string signal_name(int sig);
+
+class Child {
+ public:
+  enum Stream { out = 0, err = 1 };
+
+  // Forks and execs `plan`. Returns the child, or an error text when a pipe or fork
+  // failed. A failing chdir or exec is reported later through read_exec_status().
+  static std::variant<Child, std::string> spawn(const ExecPlan& plan);
+
+  Child(Child&&) noexcept = default;
+  Child& operator=(Child&&) noexcept = default;
+  ~Child() = default;
+
+  pid_t pid() const noexcept { return pid_; }
+  // Readable once the child has exited; -1 when pidfd_open is unavailable (poll instead).
+  int pidfd() const noexcept { return pidfd_.get(); }
+  // Read ends, non-blocking; -1 once closed.
+  int stream_fd(Stream s) const noexcept { return streams_[s].get(); }
+  void close_stream(Stream s) noexcept { streams_[s].reset(); }
+  // Open until the exec outcome is known.
+  int status_fd() const noexcept { return status_.get(); }
+
+  // Call when status_fd() is readable. nullopt: nothing yet. "": the exec succeeded (or the
+  // child died before reaching it). Otherwise why it failed, e.g.
+  // "exec /nope: No such file or directory".
+  std::optional<std::string> read_exec_status();
+
+  // Signals the child's whole process group.
+  void signal_group(int sig) const noexcept;
+  // waitpid(pid, WNOHANG): nullopt while it is still running.
+  std::optional<ExitStatus> try_reap();
+
+ private:
+  Child() = default;
+
+  pid_t pid_ = 0;
+  UniqueFd pidfd_;
+  UniqueFd streams_[2];
+  UniqueFd status_;
+  std::string path_;
+  std::string work_dir_;
+};
+
+}  // namespace mgmt::process

@@ -1,0 +1,56 @@
+#include "log_ring.hpp"
+
+#include <algorithm>
+
+namespace mgmt::process {
+
+LogRing::LogRing(std::size_t capacity) : capacity_(std::max<std::size_t>(capacity, 1)) {}
+
+std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes) {
+  if (bytes.empty()) return 0;
+  std::size_t dropped = 0;
+  if (bytes.size() >= capacity_) {
+    dropped = size_ + (bytes.size() - capacity_);
+    chunks_.clear();
+    size_ = 0;
+    bytes = bytes.substr(bytes.size() - capacity_);
+  }
+  while (size_ + bytes.size() > capacity_) {
+    dropped += chunks_.front().bytes.size();
+    size_ -= chunks_.front().bytes.size();
+    chunks_.pop_front();
+  }
+  chunks_.push_back(Chunk{ts_ns, std::string(bytes)});
+  size_ += bytes.size();
+  return dropped;
+}
+
+std::string LogRing::query(std::int64_t since_ns, std::int64_t last_lines_n) const {
+  // Filtered chunk by chunk rather than by a cut point: the wall clock may step back.
+  std::string out;
+  for (const Chunk& c : chunks_) {
+    if (c.ts_ns >= since_ns) out += c.bytes;
+  }
+  if (last_lines_n > 0) {
+    const std::string_view tail = last_lines(out, last_lines_n);
+    out.erase(0, out.size() - tail.size());
+  }
+  return out;
+}
+
+std::string_view last_lines(std::string_view text, std::int64_t n) {
+  if (n <= 0 || text.empty()) return text;
+  // A final '\n' ends the last line rather than starting a new one.
+  std::size_t end = text.size();
+  if (text.back() == '\n') --end;
+  std::int64_t seen = 0;
+  while (end > 0) {
+    const std::size_t nl = text.rfind('\n', end - 1);
+    if (nl == std::string_view::npos) break;
+    if (++seen == n) return text.substr(nl + 1);
+    end = nl;
+  }
+  return text;
+}
+
+}  // namespace mgmt::process
