@@ -43,6 +43,9 @@ void write_full(int fd, const char* buf, std::size_t n, const std::string& path)
     const ssize_t w = ::send(fd, buf + done, n - done, MSG_NOSIGNAL);
     if (w >= 0) {
       done += static_cast<std::size_t>(w);
+    } else if (errno == EPIPE || errno == ECONNRESET) {
+      fail("cannot send to " + path + ": the server closed the connection (" +
+           errno_text(errno) + ")");
     } else if (errno != EINTR) {
       fail("cannot send to " + path + ": " + errno_text(errno));
     }

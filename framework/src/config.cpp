@@ -115,7 +115,7 @@ class Reader {
           fail(n["version"], e.what());
         }
       }
-      ref.config = n["config"];
+      if (const auto config = n["config"]) ref.config = config;
     } else {
       fail(n, what + " must be a plugin name or a map with `plugin:`");
     }

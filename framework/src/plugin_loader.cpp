@@ -28,6 +28,18 @@ using InfoFn = const PluginInfo*();
 using HandlerFactory = Handler*(const PluginEnv&);
 using BackendFactory = Backend*(const PluginEnv&);
 
+// Boost.DLL wraps dlerror() as "...load() failed (dlerror system message: TEXT): errno
+// text"; the dynamic loader's TEXT is what tells the user what is wrong.
+std::string dlerror_text(const std::system_error& e) {
+  const std::string what = e.what();
+  const std::string marker = "dlerror system message: ";
+  const auto start = what.find(marker);
+  if (start == std::string::npos) return what;
+  const auto end = what.rfind("):");
+  const auto from = start + marker.size();
+  return what.substr(from, end != std::string::npos && end > from ? end - from : std::string::npos);
+}
+
 [[noreturn]] void refuse(const PluginRef& ref, const std::string& msg) {
   throw PluginError(ref.origin + ": " + msg);
 }
@@ -96,7 +108,7 @@ PluginHandle PluginLoader::load(const PluginRef& ref, PluginKind expected) const
         fs::path(h.path),
         boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
   } catch (const std::system_error& e) {
-    refuse(ref, "cannot load plugin " + h.path + ": " + e.what());
+    refuse(ref, "cannot load plugin " + h.path + ": " + dlerror_text(e));
   }
   if (!lib->has("mgmt_plugin_info")) {
     refuse(ref, h.path + " is not an mgmtd plugin (it exports no mgmt_plugin_info)");

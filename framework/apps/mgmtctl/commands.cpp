@@ -112,7 +112,9 @@ int cmd_logs(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream&
       if ((s == 0 && o.stream == Stream::err) || (s == 1 && o.stream == Stream::out)) continue;
       req.s = s;
       const auto f = c.call(to_byte(MsgType::LogsRequest), mgmt::encode(req));
-      write_data(sink(s), expect<mgmt::LogsStream>(c, f, MsgType::LogsStream).d);
+      const auto m = expect<mgmt::LogsStream>(c, f, MsgType::LogsStream);
+      if (!m.err.empty()) throw ServerError(m.err);
+      write_data(sink(s), m.d);
     }
     return kExitOk;
   }
@@ -122,8 +124,9 @@ int cmd_logs(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream&
   c.send(to_byte(MsgType::LogsRequest), mgmt::encode(req));
   while (auto f = c.receive()) {
     const auto m = expect<mgmt::LogsStream>(c, *f, MsgType::LogsStream);
+    if (!m.err.empty()) throw ServerError(m.err);
     if (m.s > 1) {
-      // The server's refusal of the stream: its data is a readable error.
+      // A Go server's refusal of the stream: its data is the readable error.
       err << m.d;
       if (m.d.empty() || m.d.back() != '\n') err << '\n';
       err.flush();

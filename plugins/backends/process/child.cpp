@@ -196,6 +196,15 @@ void Child::signal_group(int sig) const noexcept {
   if (pid_ > 0) ::kill(-pid_, sig);
 }
 
+bool Child::has_exited() const noexcept {
+  siginfo_t info{};
+  int r;
+  do {
+    r = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 || info.si_pid == pid_;  // r < 0 (ECHILD): reaped elsewhere
+}
+
 std::optional<ExitStatus> Child::try_reap() {
   int status = 0;
   pid_t r;

@@ -67,6 +67,9 @@ class Child {
 
   // Signals the child's whole process group.
   void signal_group(int sig) const noexcept;
+  // True once the child has exited (it is a zombie or already gone), without reaping it:
+  // until it is reaped its pid, and so its process group id, cannot be reused.
+  bool has_exited() const noexcept;
   // waitpid(pid, WNOHANG): nullopt while it is still running.
   std::optional<ExitStatus> try_reap();
 
