@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -493,9 +494,19 @@ TEST_CASE("process backend: shutdown stops everything, once, and in parallel",
     b->shutdown();  // idempotent
     CHECK(start(*b, "c").err == "the server is shutting down");
     seen = events.all();
-    REQUIRE_FALSE(seen.empty());
-    CHECK(seen.front().type == event::shutdown_requested);
-    CHECK(seen.front().pid.empty());
+    // The request comes first, then every process stops.
+    const auto req = std::find_if(seen.begin(), seen.end(), [](const Event& e) {
+      return e.type == event::shutdown_requested;
+    });
+    REQUIRE(req != seen.end());
+    CHECK(req->pid.empty());
+    int stopped = 0;
+    for (auto it = req; it != seen.end(); ++it) {
+      CHECK(it->type != event::shutdown_incomplete);
+      if (it->type == event::stopped) ++stopped;
+    }
+    CHECK(stopped == 3);
+    CHECK(std::none_of(seen.begin(), req, [](const Event& e) { return e.type == event::stopping; }));
   }
   CHECK(zombies() == 0);
 }

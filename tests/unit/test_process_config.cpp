@@ -95,6 +95,11 @@ processes:
   CHECK(worker.log_buffer == 64 * 1024);  // the block's default
 }
 
+TEST_CASE("process config: a long backoff raises the default cap", "[process][config]") {
+  const auto cfg = parse("processes:\n  - id: web\n    command: x\n    restart_backoff: 1h\n");
+  CHECK(cfg.processes[0].restart_backoff_max == 1h);
+}
+
 TEST_CASE("process config: durations", "[process][config]") {
   CHECK(parse_duration("250ms") == 250ms);
   CHECK(parse_duration("5s") == 5s);

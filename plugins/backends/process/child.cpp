@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/pidfd.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -173,7 +173,8 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
   c.pid_ = pid;
   // Also set here, so that kill(-pid) works even before the child has run.
   ::setpgid(pid, pid);
-  c.pidfd_.reset(::pidfd_open(pid, 0));
+  // Through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C" and does not link from C++.
+  c.pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   c.path_ = plan.path;
   c.work_dir_ = plan.work_dir;
   return c;

@@ -1,5 +1,6 @@
 #include "process_config.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 #include <limits>
@@ -191,8 +192,10 @@ class Reader {
     if (n["restart_backoff_max"]) {
       p.restart_backoff_max = duration(n["restart_backoff_max"], "restart_backoff_max");
     }
-    if (p.restart_backoff_max < p.restart_backoff) {
-      fail(n["restart_backoff_max"] ? n["restart_backoff_max"] : n["restart_backoff"],
+    if (!n["restart_backoff_max"]) {
+      p.restart_backoff_max = std::max(p.restart_backoff_max, p.restart_backoff);
+    } else if (p.restart_backoff_max < p.restart_backoff) {
+      fail(n["restart_backoff_max"],
            "restart_backoff_max (" + std::to_string(p.restart_backoff_max.count()) +
                " ms) must not be shorter than restart_backoff (" +
                std::to_string(p.restart_backoff.count()) + " ms)");
