@@ -11,9 +11,10 @@ namespace mgmt {
 
 namespace {
 
-// The Exchange handed to handlers. It may outlive the session (a backend completing a
-// stop after the client left): it holds the session weakly and posts every action to
-// the I/O thread, where the session's state lives.
+// The Exchange handed to handlers. It keeps its session alive while an answer is pending
+// (nothing else does while a stop is in progress) and posts every action to the I/O
+// thread, where the session's state lives. A stream's exchange is owned by the
+// subscription the session holds; Session::close() drops those, which ends the cycle.
 class SessionExchange final : public Exchange {
  public:
   SessionExchange(const std::shared_ptr<Session>& s, asio::io_context& io, std::uint8_t type,
@@ -77,12 +78,10 @@ class SessionExchange final : public Exchange {
  private:
   template <class F>
   void post(F&& f) {
-    asio::dispatch(io_, [w = session_, f = std::forward<F>(f)]() mutable {
-      if (auto s = w.lock()) f(*s);
-    });
+    asio::dispatch(io_, [s = session_, f = std::forward<F>(f)]() mutable { f(*s); });
   }
 
-  std::weak_ptr<Session> session_;
+  std::shared_ptr<Session> session_;
   std::shared_ptr<std::atomic<bool>> closed_;
   asio::io_context& io_;
   const std::uint8_t type_;

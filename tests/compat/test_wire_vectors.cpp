@@ -217,7 +217,9 @@ const Schema& schema_of() {
   static const Schema logs_stream = {{"id", Kind::Str, true},
                                      {"s", Kind::UInt, true},
                                      {"d", Kind::Bin, true, true},
-                                     {"eof", Kind::Bool, true}};
+                                     {"eof", Kind::Bool, true},
+                                     // Extension: only when the request failed.
+                                     {"err", Kind::Str, false, false, true}};
   static const Schema events_subscribe = {{"pids", Kind::StrList, false, true},
                                           {"types", Kind::StrList, false, false, true}};
   static const Schema events_stream = {{"pid", Kind::Str, true},
@@ -792,6 +794,23 @@ TEST_CASE("vectors: responses carry every key the Go client reads", "[compat]") 
     const auto* d = find(oh.get(), "d");
     REQUIRE(d != nullptr);
     CHECK(d->type == msgpack::type::BIN);
+  }
+  SECTION("LogsStream with the err extension") {
+    mgmt::LogsStream m;
+    m.id = "web";
+    m.s = 2;
+    m.d = "no stream 2";
+    m.err = "no stream 2";
+    m.eof = true;
+    const std::string p = mgmt::encode(m);
+    inspect_encoding<mgmt::LogsStream>(p, "LogsStream err");
+    const auto oh = unpack_whole(p);
+    REQUIRE(find(oh.get(), "d") != nullptr);
+    CHECK(find(oh.get(), "d")->type == msgpack::type::BIN);
+    REQUIRE(find(oh.get(), "eof") != nullptr);
+    CHECK(find(oh.get(), "eof")->as<bool>());
+    REQUIRE(find(oh.get(), "err") != nullptr);
+    CHECK(find(oh.get(), "err")->as<std::string>() == "no stream 2");
   }
   SECTION("EventsStream{}") {
     const std::string p = mgmt::encode(mgmt::EventsStream{});

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -24,6 +25,13 @@ const std::string kProcessBackend =
     "  config:\n"
     "    processes:\n" +
     ticker_processes("web");
+
+// The line just after kProcessBackend, where the tests append their own sections.
+const int kNextLine =
+    static_cast<int>(std::count(kProcessBackend.begin(), kProcessBackend.end(), '\n')) + 1;
+std::string at(const std::string& file, int line, int column) {
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ":";
+}
 
 RunResult check_config(const TempDir& dir, const std::string& yaml) {
   dir.write("mgmt.yaml", yaml);
@@ -52,17 +60,17 @@ TEST_CASE("configuration errors name the file, line and column", "[startup]") {
   SECTION("unknown top-level key") {
     const auto r = check_config(dir, kProcessBackend + "handlerz:\n  0xA0: list\n");
     CHECK(r.exit_code == 2);
-    CHECK_THAT(r.err, Catch::Contains(file + ":7:1:") && Catch::Contains("handlerz"));
+    CHECK_THAT(r.err, Catch::Contains(at(file, kNextLine, 1)) && Catch::Contains("handlerz"));
   }
   SECTION("bad message type") {
     const auto r = check_config(dir, kProcessBackend + "handlers:\n  list: list\n");
     CHECK(r.exit_code == 2);
-    CHECK_THAT(r.err, Catch::Contains(file + ":8:3:") && Catch::Contains("0xA0"));
+    CHECK_THAT(r.err, Catch::Contains(at(file, kNextLine + 1, 3)) && Catch::Contains("0xA0"));
   }
   SECTION("command outside 0xaa..0xaf") {
     const auto r = check_config(dir, kProcessBackend + "commands:\n  0xA2: {plugin: status}\n");
     CHECK(r.exit_code == 2);
-    CHECK_THAT(r.err, Catch::Contains(file + ":8:3:") && Catch::Contains("0xaa..0xaf"));
+    CHECK_THAT(r.err, Catch::Contains(at(file, kNextLine + 1, 3)) && Catch::Contains("0xaa..0xaf"));
   }
   SECTION("backend config error reported by the plugin") {
     const auto r = check_config(dir,
@@ -124,7 +132,7 @@ TEST_CASE("broken plugins are refused with the file and the reason", "[startup][
     const auto r = check_config(dir, kProcessBackend + "plugin_dirs: [" + plugins +
                                          "]\ncommands:\n  0xAA: {plugin: wrong_kind, version: \">=1.0 <2\"}\n");
     CHECK(r.exit_code == 2);
-    CHECK_THAT(r.err, Catch::Contains(dir.file("mgmt.yaml") + ":9:") &&
+    CHECK_THAT(r.err, Catch::Contains(at(dir.file("mgmt.yaml"), kNextLine + 2, 18)) &&
                           Catch::Contains("is version 0.3.1") && Catch::Contains(">=1.0 <2"));
   }
   SECTION("version inside the constraint") {

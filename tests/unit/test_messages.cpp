@@ -331,7 +331,7 @@ bool same(const mgmt::LogsRequest& a, const mgmt::LogsRequest& b) {
   return a.id == b.id && a.s == b.s && a.f == b.f && a.sn == b.sn && a.ln == b.ln;
 }
 bool same(const mgmt::LogsStream& a, const mgmt::LogsStream& b) {
-  return a.id == b.id && a.s == b.s && a.d == b.d && a.eof == b.eof;
+  return a.id == b.id && a.s == b.s && a.d == b.d && a.eof == b.eof && a.err == b.err;
 }
 bool same(const mgmt::EventsSubscribe& a, const mgmt::EventsSubscribe& b) {
   return a.pids == b.pids && a.types == b.types;
@@ -901,7 +901,7 @@ TEST_CASE("messages: an integer that does not fit its field is an error naming t
   }
 }
 
-TEST_CASE("messages: the out-of-range cases named by the protocol brief", "[messages]") {
+TEST_CASE("messages: out-of-range examples: s = 300, pid over int64, negative rss", "[messages]") {
   using namespace mp;
   std::string err = dec<mgmt::LogsRequest>(map({{"id", str("web")}, {"s", u16(300)}}));
   INFO(err);
@@ -959,6 +959,7 @@ TEST_CASE("messages: a value of the wrong kind is an error naming the field", "[
     cases.push_back({kind, "id", [val] { return dec<mgmt::LogsRequest>(map({{"id", val}})); }});
     cases.push_back({kind, "id", [val] { return dec<mgmt::LogsStream>(map({{"id", val}})); }});
     cases.push_back({kind, "err", [val] { return dec<mgmt::StatusResponse>(map({{"err", val}})); }});
+    cases.push_back({kind, "err", [val] { return dec<mgmt::LogsStream>(map({{"eof", t}, {"err", val}})); }});
     cases.push_back({kind, "pid", [val] { return dec<mgmt::EventsStream>(map({{"pid", val}})); }});
     cases.push_back({kind, "t", [val] { return dec<mgmt::EventsStream>(map({{"t", val}})); }});
     cases.push_back({kind, "sum", [val] { return dec<mgmt::EventsStream>(map({{"sum", val}})); }});
@@ -1018,7 +1019,7 @@ TEST_CASE("messages: a value of the wrong kind is an error naming the field", "[
   }
 }
 
-TEST_CASE("messages: the wrong-kind examples from the brief", "[messages]") {
+TEST_CASE("messages: wrong-kind examples: pid as str, entries as map, id as int", "[messages]") {
   using namespace mp;
   std::string err = dec<mgmt::ListResponse>(
       map({{"entries", arr({map({{"id", str("web")}, {"pid", str("4242")}})})}}));
@@ -1296,6 +1297,9 @@ TEST_CASE("messages: every message round-trips with extreme values", "[messages]
     CHECK(same(must_decode<mgmt::LogsStream>(mgmt::encode(m)), m));
     m.d.clear();
     CHECK(same(must_decode<mgmt::LogsStream>(mgmt::encode(m)), m));
+    m.d = "no such stream";
+    m.err = "no such stream";
+    CHECK(same(must_decode<mgmt::LogsStream>(mgmt::encode(m)), m));
   }
   {
     mgmt::EventsSubscribe m;
@@ -1420,6 +1424,47 @@ TEST_CASE("messages: Entry extension keys round-trip and are omitted when unset"
       CHECK(same(back.entry, entry));
     }
   }
+}
+
+TEST_CASE("messages: LogsStream err extension round-trips and is omitted when empty",
+          "[messages]") {
+  mgmt::LogsStream m;
+  m.id = "web";
+  m.s = 1;
+  m.d = "data";
+  {
+    const Node n = inspect(mgmt::encode(m));
+    CHECK(n.kvs.size() == 4);
+    CHECK_FALSE(has_key(n, "err"));
+    CHECK(must_decode<mgmt::LogsStream>(mgmt::encode(m)).err.empty());
+  }
+  m.d = "stream 2 does not exist";
+  m.err = "stream 2 does not exist";
+  m.eof = true;
+  {
+    const Node n = inspect(mgmt::encode(m));
+    CHECK(n.kvs.size() == 5);
+    REQUIRE(n.get("err") != nullptr);
+    CHECK(n.get("err")->kind == Node::Str);
+    CHECK(n.get("err")->s == m.err);
+    REQUIRE(n.get("d") != nullptr);
+    CHECK(n.get("d")->kind == Node::Bin);  // Go clients still read the text from `d`
+    CHECK(same(must_decode<mgmt::LogsStream>(mgmt::encode(m)), m));
+  }
+  // A Go-encoded frame (no err key) decodes with err empty.
+  CHECK(must_decode<mgmt::LogsStream>(from_hex(kGoPayloads[12].hex)).err.empty());
+}
+
+TEST_CASE("messages: unknown values nested a few levels deep are ignored", "[messages]") {
+  // Future clients may send structured extension values; 16 levels is far more than any.
+  std::string nested = mp::nil;
+  for (int k = 0; k < 16; ++k) nested = (k % 2 ? mp::arr({nested, mp::pfix(1)}) : mp::map({{"k", nested}}));
+  auto m = must_decode<mgmt::StatusRequest>(mp::map({{"x", nested}, {"id", mp::str("web")}}));
+  CHECK(m.id == "web");
+  auto l = must_decode<mgmt::ListResponse>(
+      mp::map({{"entries", mp::arr({mp::map({{"id", mp::str("a")}, {"x", nested}})})}}));
+  REQUIRE(l.entries.size() == 1);
+  CHECK(l.entries[0].id == "a");
 }
 
 TEST_CASE("messages: error_reply is a StatusResponse with an empty entry", "[messages]") {

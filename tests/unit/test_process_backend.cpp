@@ -465,6 +465,28 @@ TEST_CASE("process backend: follow_logs delivers the snapshot, then every new ch
   CHECK(zombies() == 0);
 }
 
+TEST_CASE("process backend: a full log ring drops the oldest output and says so once",
+          "[process][backend]") {
+  {
+    auto b = make_backend(
+        "log_buffer: 64\nprocesses:\n" +
+        sh_process("chatty", "i=0; while [ $i -lt 100 ]; do echo line$i; i=$((i+1)); done; exec sleep 30"));
+    EventLog events(*b);
+    b->start_all();
+    REQUIRE(wait_until([&] {
+      const std::string out = logs_of(*b, "chatty");
+      return out.size() >= 7 && out.substr(out.size() - 7) == "line99\n";
+    }));
+    CHECK(logs_of(*b, "chatty").size() <= 64);
+    int overflows = 0;
+    for (const auto& e : events.all()) overflows += e.type == event::log_overflow ? 1 : 0;
+    CHECK(overflows == 1);
+    CHECK(events.summary_of("chatty", event::log_overflow) ==
+          "stdout buffer full (64 bytes): dropping the oldest output");
+  }
+  CHECK(zombies() == 0);
+}
+
 TEST_CASE("process backend: shutdown stops everything, once, and in parallel",
           "[process][backend]") {
   std::vector<Event> seen;

@@ -44,14 +44,9 @@ class Broadcaster {
     shared_->publisher.store(std::thread::id(), std::memory_order_relaxed);
   }
 
-  bool empty() const {
-    std::lock_guard lock(shared_->mu);
-    return shared_->subs.empty();
-  }
-
  private:
   struct Shared {
-    mutable std::mutex mu;
+    std::mutex mu;
     std::map<std::uint64_t, std::shared_ptr<Callback>> subs;
     std::uint64_t next_key = 1;
     // The thread inside publish(), so an unsubscribe from within a callback does not

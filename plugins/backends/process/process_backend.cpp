@@ -31,6 +31,9 @@ constexpr auto kKillGrace = std::chrono::seconds(2);
 constexpr int kReapTickMs = 100;
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadsPerWakeup = 16;
+// At exit: enough for a full pipe many times over, bounded against a writer that escaped
+// the process group and keeps the pipe open.
+constexpr int kReadsAtExit = 256;
 
 std::int64_t unix_nanos() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -45,6 +48,13 @@ std::string command_line(const ProcessSpec& s) {
 }
 
 int stream_index(LogStream s) { return s == LogStream::err ? 1 : 0; }
+
+// Invokes the completions collected under the lock; never call with the lock held.
+template <class Completions>
+void run(Completions& done) {
+  for (auto& [cb, result] : done) cb(std::move(result));
+  done.clear();
+}
 
 }  // namespace
 
@@ -90,22 +100,15 @@ void ProcessBackend::shutdown() {
     shutting_down_ = true;
     emit(nullptr, event::shutdown_requested, "stopping every process");
     for (const auto& p : procs_) {
-      if (p->state == state::restarting) {
-        p->restart_at.reset();
-        p->state = state::stopped;
-        emit(p.get(), event::stopped, "restart cancelled by shutdown");
-      } else if (p->spawn_requested) {
-        p->spawn_requested = false;
-        p->state = state::stopped;
-        emit(p.get(), event::stopped, "start cancelled by shutdown");
-        finish_waiters(p->start_waiters, "the server is shutting down", *p, done);
+      if (p->spawn_requested || p->state == state::restarting) {
+        cancel_start(*p, " by shutdown", done);
       } else if (p->child && p->state != state::stopping && !p->exec_failed) {
         begin_stop(*p);
       }
     }
   }
   wake();
-  for (auto& [cb, result] : done) cb(std::move(result));
+  run(done);
   {
     std::unique_lock lock(mu_);
     reaped_.wait(lock, [this] { return all_children_gone(); });
@@ -198,15 +201,7 @@ void ProcessBackend::stop(std::string_view id, OpDone done) {
     } else if (p->state == state::stopping) {
       p->stop_waiters.push_back(std::move(done));
     } else if (p->spawn_requested || p->state == state::restarting) {
-      // Nothing runs yet: cancelling is the whole stop.
-      const bool was_restart = p->state == state::restarting;
-      p->spawn_requested = false;
-      p->restart_at.reset();
-      p->state = state::stopped;
-      emit(p, event::stopped, was_restart ? "restart cancelled" : "start cancelled");
-      finish_waiters(p->start_waiters,
-                     "process " + p->spec.id + " was stopped before it started", *p,
-                     completions);
+      cancel_start(*p, "", completions);
       completions.emplace_back(std::move(done), OpResult{"", p->entry()});
     } else if (p->child && !p->exec_failed &&
                (p->state == state::running || p->state == state::starting)) {
@@ -220,7 +215,7 @@ void ProcessBackend::stop(std::string_view id, OpDone done) {
                                     p->entry()});
     }
   }
-  for (auto& [cb, result] : completions) cb(std::move(result));
+  run(completions);
 }
 
 std::string ProcessBackend::logs(const LogQuery& q, std::string& out) {
@@ -293,6 +288,17 @@ void ProcessBackend::begin_stop(ManagedProcess& p) {
   p.child->signal_group(SIGTERM);
 }
 
+void ProcessBackend::cancel_start(ManagedProcess& p, std::string_view why, Completions& done) {
+  const bool was_restart = p.state == state::restarting;
+  p.spawn_requested = false;
+  p.restart_at.reset();
+  p.state = state::stopped;
+  emit(&p, event::stopped,
+       std::string(was_restart ? "restart" : "start") + " cancelled" + std::string(why));
+  finish_waiters(p.start_waiters, "process " + p.spec.id + " was stopped before it started", p,
+                 done);
+}
+
 void ProcessBackend::finish_waiters(std::vector<OpDone>& waiters, const std::string& err,
                                     const ManagedProcess& p, Completions& done) {
   for (auto& w : waiters) done.emplace_back(std::move(w), OpResult{err, p.entry()});
@@ -359,10 +365,15 @@ void ProcessBackend::supervise() {
     const auto now = steady_clock::now();
     on_timers(now, done);
     for (const auto& p : procs_) {
-      if (p->spawn_requested) spawn(*p, done);
+      // A child whose exec failed may still wait to be reaped; the new one forks after.
+      if (p->spawn_requested && !p->child) spawn(*p, done);
     }
     if (all_children_gone()) reaped_.notify_all();
-    if (quit_) break;
+    if (quit_) {
+      lock.unlock();
+      run(done);
+      return;
+    }
 
     // 3. Wait for the next thing to happen.
     fds.clear();
@@ -386,8 +397,7 @@ void ProcessBackend::supervise() {
     if (tick) timeout = timeout < 0 ? kReapTickMs : std::min(timeout, kReapTickMs);
 
     lock.unlock();
-    for (auto& [cb, result] : done) cb(std::move(result));
-    done.clear();
+    run(done);
     // Only this thread opens or closes child descriptors, so the set stays valid while
     // the lock is released.
     const int n = ::poll(fds.data(), fds.size(), timeout);
@@ -436,13 +446,15 @@ void ProcessBackend::on_exec_status(ManagedProcess& p, Completions& done) {
 void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
   Child& c = *p.child;
   const auto stream = static_cast<Child::Stream>(s);
-  // Bounded per wakeup so one chatty child cannot starve the others; at exit, read all.
-  for (int i = 0; drain || i < kReadsPerWakeup; ++i) {
+  // Bounded per wakeup so one chatty child cannot starve the others; at exit, read what
+  // is left and close.
+  const int reads = drain ? kReadsAtExit : kReadsPerWakeup;
+  for (int i = 0; i < reads; ++i) {
     const ssize_t n = ::read(c.stream_fd(stream), read_buf_.data(), read_buf_.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN && !drain) return;
-    if (n <= 0) {
-      c.close_stream(stream);  // EOF, error, or nothing left after the exit
+    if (n <= 0) {  // EOF, an error, or nothing left after the exit
+      c.close_stream(stream);
       return;
     }
     const std::string_view chunk(read_buf_.data(), static_cast<std::size_t>(n));
@@ -455,6 +467,7 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
                std::to_string(p.logs[s].capacity()) + " bytes): dropping the oldest output");
     }
   }
+  if (drain) c.close_stream(stream);
 }
 
 void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {

@@ -57,6 +57,8 @@ class ProcessBackend final : public Backend {
 
   void request_start(ManagedProcess& p);
   void begin_stop(ManagedProcess& p);
+  // A start or restart that has not forked yet: cancelling it is the whole stop.
+  void cancel_start(ManagedProcess& p, std::string_view why, Completions& done);
   void finish_waiters(std::vector<OpDone>& waiters, const std::string& err,
                       const ManagedProcess& p, Completions& done);
 
