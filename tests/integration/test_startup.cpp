@@ -40,7 +40,7 @@ RunResult check_config(const TempDir& dir, const std::string& yaml) {
 
 }  // namespace
 
-TEST_CASE("--check accepts the example configuration", "[startup]") {
+TEST_CASE("mgmtd --check accepts the example configuration", "[startup]") {
   const auto r = run({MGMTD_BIN, "--check", "-c", MGMT_EXAMPLE_CONFIG});
   INFO(r.err);
   CHECK(r.exit_code == 0);
