@@ -7,7 +7,11 @@
 #include <set>
 #include <sstream>
 
+#include <grp.h>
+#include <pwd.h>
+
 #include "mgmt/client.hpp"
+#include "mgmt/units.hpp"
 #include "mgmt/wire.hpp"
 
 namespace fs = std::filesystem;
@@ -78,24 +82,23 @@ class Reader {
 
   std::uint64_t size(const YAML::Node& n, const std::string& what) const {
     const std::string s = scalar(n, what);
-    std::size_t used = 0;
-    unsigned long long v = 0;
-    try {
-      v = std::stoull(s, &used, 10);
-    } catch (const std::exception&) {
-      fail(n, what + " must be a size such as 1048576, 64KiB or 1MiB (got \"" + s + "\")");
-    }
-    const std::string unit = s.substr(used);
-    std::uint64_t mult = 1;
-    if (unit.empty() || unit == "B") mult = 1;
-    else if (unit == "KiB" || unit == "K") mult = 1ull << 10;
-    else if (unit == "MiB" || unit == "M") mult = 1ull << 20;
-    else if (unit == "GiB" || unit == "G") mult = 1ull << 30;
-    else if (unit == "KB") mult = 1000;
-    else if (unit == "MB") mult = 1000 * 1000;
-    else if (unit == "GB") mult = 1000ull * 1000 * 1000;
-    else fail(n, what + ": unknown size unit \"" + unit + "\" (use B, KiB, MiB, GiB, KB, MB, GB)");
-    return v * mult;
+    const auto v = parse_size(s);
+    if (!v) fail(n, what + " must be a size such as 1048576, 64KiB or 1MiB (got \"" + s + "\")");
+    return *v;
+  }
+
+  std::chrono::milliseconds duration(const YAML::Node& n, const std::string& what) const {
+    const std::string s = scalar(n, what);
+    const auto v = parse_duration(s);
+    if (!v) fail(n, what + " must be a duration such as 500ms, 10s, 5m or 0 (got \"" + s + "\")");
+    return *v;
+  }
+
+  Right right(const YAML::Node& n, const std::string& what) const {
+    const std::string s = scalar(n, what);
+    if (s == "read") return Right::read;
+    if (s == "control") return Right::control;
+    fail(n, what + " must be read or control (got \"" + s + "\")");
   }
 
   PluginRef plugin_ref(const YAML::Node& n, const std::string& what) const {
@@ -104,7 +107,7 @@ class Reader {
     if (n.IsScalar()) {
       ref.plugin = n.as<std::string>();
     } else if (n.IsMap()) {
-      only_keys(n, {"plugin", "version", "config"}, what);
+      only_keys(n, {"plugin", "version", "config", "right"}, what);
       if (!n["plugin"]) fail(n, what + " needs a `plugin:` naming the plugin to load");
       ref.plugin = scalar(n["plugin"], what + ".plugin");
       ref.origin = where(file_, n["plugin"]);
@@ -116,6 +119,7 @@ class Reader {
         }
       }
       if (const auto config = n["config"]) ref.config = config;
+      if (n["right"]) ref.right = right(n["right"], what + ".right");
     } else {
       fail(n, what + " must be a plugin name or a map with `plugin:`");
     }
@@ -128,6 +132,47 @@ class Reader {
  private:
   std::string file_;
 };
+
+std::vector<YAML::Node> as_list(const Reader& r, const YAML::Node& n, const std::string& what) {
+  std::vector<YAML::Node> out;
+  if (!n) return out;
+  if (n.IsScalar()) {
+    out.push_back(n);
+  } else if (n.IsSequence()) {
+    for (const auto& e : n) out.push_back(e);
+  } else {
+    r.fail(n, what + " must be a name or a list of names");
+  }
+  return out;
+}
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+uid_t lookup_user(const Reader& r, const YAML::Node& n, const std::string& what) {
+  const std::string name = r.scalar(n, what);
+  if (all_digits(name)) return static_cast<uid_t>(std::stoul(name));
+  passwd pw{};
+  passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  if (::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found) {
+    r.fail(n, "unknown user \"" + name + "\" in " + what + " (give a user name or a uid)");
+  }
+  return pw.pw_uid;
+}
+
+gid_t lookup_group(const Reader& r, const YAML::Node& n, const std::string& what) {
+  const std::string name = r.scalar(n, what);
+  if (all_digits(name)) return static_cast<gid_t>(std::stoul(name));
+  group gr{};
+  group* found = nullptr;
+  std::vector<char> buf(16384);
+  if (::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || !found) {
+    r.fail(n, "unknown group \"" + name + "\" in " + what + " (give a group name or a gid)");
+  }
+  return gr.gr_gid;
+}
 
 std::string absolute_from(const fs::path& base_dir, const std::string& p) {
   fs::path path(p);
@@ -151,7 +196,8 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
     throw ConfigError(file + ":1:1: the configuration must be a YAML map with at least a "
                              "`backend:` section");
   }
-  r.only_keys(root, {"server", "plugin_dirs", "backend", "handlers", "commands", "limits", "log"},
+  r.only_keys(root,
+              {"server", "plugin_dirs", "backend", "handlers", "commands", "limits", "access", "log"},
               "the top level");
 
   const fs::path base_dir = fs::absolute(fs::path(file)).parent_path();
@@ -244,7 +290,15 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
     // limits
     if (const auto limits = root["limits"]) {
       if (!limits.IsMap()) r.fail(limits, "limits must be a map");
-      r.only_keys(limits, {"max_request", "max_queue", "max_connections"}, "limits");
+      r.only_keys(limits,
+                  {"max_request", "max_queue", "max_connections", "idle_timeout", "frame_timeout"},
+                  "limits");
+      if (limits["idle_timeout"]) {
+        cfg.limits.idle_timeout = r.duration(limits["idle_timeout"], "limits.idle_timeout");
+      }
+      if (limits["frame_timeout"]) {
+        cfg.limits.frame_timeout = r.duration(limits["frame_timeout"], "limits.frame_timeout");
+      }
       if (limits["max_request"]) {
         const auto v = r.size(limits["max_request"], "limits.max_request");
         if (v == 0 || v > kMaxPayload) {
@@ -261,6 +315,44 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
         const auto v = r.size(limits["max_connections"], "limits.max_connections");
         if (v == 0) r.fail(limits["max_connections"], "limits.max_connections must be at least 1");
         cfg.limits.max_connections = v;
+      }
+    }
+
+    // access
+    if (const auto access = root["access"]) {
+      if (!access.IsMap()) r.fail(access, "access must be a map");
+      r.only_keys(access, {"socket_mode", "socket_group", "rules"}, "access");
+      if (const auto mode = access["socket_mode"]) {
+        const std::string text = r.scalar(mode, "access.socket_mode");
+        std::size_t used = 0;
+        unsigned long v = 0;
+        try {
+          v = std::stoul(text, &used, 8);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size() || v > 0777 || (v & 0600) != 0600) {
+          r.fail(mode, "access.socket_mode must be an octal mode that lets the owner read and "
+                       "write, such as \"0600\" or \"0660\" (quote it)");
+        }
+        cfg.access.socket_mode = static_cast<mode_t>(v);
+      }
+      if (const auto group = access["socket_group"]) {
+        cfg.access.socket_group = lookup_group(r, group, "access.socket_group");
+      }
+      if (const auto rules = access["rules"]) {
+        if (!rules.IsSequence()) r.fail(rules, "access.rules must be a list");
+        for (const auto& rule : rules) {
+          if (!rule.IsMap()) r.fail(rule, "each access rule must be a map with users/groups and allow");
+          r.only_keys(rule, {"users", "groups", "allow"}, "an access rule");
+          AccessRule ar;
+          for (const auto& u : as_list(r, rule["users"], "users")) ar.uids.push_back(lookup_user(r, u, "users"));
+          for (const auto& g : as_list(r, rule["groups"], "groups")) ar.gids.push_back(lookup_group(r, g, "groups"));
+          if (ar.uids.empty() && ar.gids.empty()) r.fail(rule, "an access rule needs `users:` or `groups:`");
+          if (!rule["allow"]) r.fail(rule, "an access rule needs `allow: [read]` or `allow: [read, control]`");
+          for (const auto& a : as_list(r, rule["allow"], "allow")) ar.rights |= bit(r.right(a, "allow"));
+          cfg.access.rules.push_back(std::move(ar));
+        }
       }
     }
 

@@ -67,7 +67,8 @@ struct Server::Impl {
         acceptor(io),
         signals(io),
         drain_timer(io),
-        host{io, d, opts.limits, log, [this](Session* s) { sessions.erase(s); }} {}
+        access(::geteuid(), opts.access.rules),
+        host{io, d, opts.limits, access, log, [this](Session* s) { sessions.erase(s); }} {}
 
   void accept();
   void begin_shutdown(const char* why);
@@ -81,6 +82,7 @@ struct Server::Impl {
   asio::local::stream_protocol::acceptor acceptor;
   asio::signal_set signals;
   asio::steady_timer drain_timer;
+  AccessPolicy access;
   SessionHost host;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
   std::uint64_t next_id = 1;
@@ -118,7 +120,15 @@ void Server::listen() {
       throw std::runtime_error("cannot create the socket folder " + dir.string() + ": " +
                                ec.message());
     }
-    ::chmod(dir.c_str(), 0700);
+    // Group or others get in only where the socket's own mode lets them.
+    const mode_t sm = m.opts.access.socket_mode;
+    const mode_t dir_mode = 0700 | ((sm & 0060) ? 0050 : 0) | ((sm & 0006) ? 0005 : 0);
+    ::chmod(dir.c_str(), dir_mode);
+    if (m.opts.access.socket_group && ::chown(dir.c_str(), static_cast<uid_t>(-1),
+                                              *m.opts.access.socket_group) != 0) {
+      m.log->warn("cannot give {} to group {}: {}", dir.string(), *m.opts.access.socket_group,
+                  std::strerror(errno));
+    }
   }
 
   struct stat st{};
@@ -147,7 +157,13 @@ void Server::listen() {
     throw std::runtime_error("cannot listen on " + path + ": " + e.code().message());
   }
   ::umask(old_mask);
-  ::chmod(path.c_str(), 0600);
+  if (m.opts.access.socket_group &&
+      ::chown(path.c_str(), static_cast<uid_t>(-1), *m.opts.access.socket_group) != 0) {
+    throw std::runtime_error("cannot give " + path + " to group " +
+                             std::to_string(*m.opts.access.socket_group) + ": " +
+                             std::strerror(errno) + " (access.socket_group)");
+  }
+  ::chmod(path.c_str(), m.opts.access.socket_mode);
   m.listening = true;
   if (m.opts.write_hint) write_hint_file(dir.string(), *m.log);
   m.log->info("listening on {}", path);

@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 #include "mgmt/messages.hpp"
@@ -96,12 +98,13 @@ class SessionExchange final : public Exchange {
 }  // namespace
 
 Session::Session(Socket socket, SessionHost& host, std::uint64_t id)
-    : socket_(std::move(socket)), host_(host), id_(id) {
+    : socket_(std::move(socket)), host_(host), id_(id), timer_(host.io) {
   ucred cred{};
   socklen_t len = sizeof cred;
   if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
     peer_pid_ = cred.pid;
     peer_uid_ = cred.uid;
+    rights_ = host_.access.rights_of(cred.uid, cred.gid);
   }
 }
 
@@ -109,70 +112,101 @@ Session::~Session() = default;
 
 void Session::start() {
   host_.log->debug("conn {}: opened by pid {} uid {}", id_, peer_pid_, peer_uid_);
-  read_header();
+  next_request();
 }
 
-void Session::read_header() {
+void Session::next_request() {
   if (mode_ == Mode::closed) return;
   mode_ = Mode::reading;
   if (shutting_down_) {
     close("server shutting down");
     return;
   }
-  asio::async_read(socket_, asio::buffer(header_buf_),
-                   [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
-                     self->on_header(ec);
-                   });
-}
-
-void Session::on_header(const boost::system::error_code& ec) {
-  if (ec) {
-    close(ec == asio::error::eof ? "client closed" : "read error");
+  const std::size_t have = in_end_ - in_begin_;
+  if (have < kHeaderSize) {
+    fill_buffer();
     return;
   }
-  const HeaderError err = parse_header(header_buf_.data(), header_);
+  const HeaderError err = parse_header(reinterpret_cast<const std::uint8_t*>(&in_buf_[in_begin_]),
+                                       header_);
   if (err != HeaderError::none) {
     // Nothing after a bad header can be trusted to be a frame boundary.
     host_.log->warn("conn {} (pid {}): {}; closing the connection", id_, peer_pid_, describe(err));
     close("bad header");
     return;
   }
+  in_begin_ += kHeaderSize;
+  mode_ = Mode::busy;
+  const std::size_t buffered = std::min<std::size_t>(in_end_ - in_begin_, header_.length);
   if (header_.length > host_.limits.max_request) {
     // Within the protocol's limit but over ours: skip the payload, answer, keep going.
-    mode_ = Mode::busy;
-    discard_payload(header_.length);
+    in_begin_ += buffered;
+    discard_payload(header_.length - buffered);
     return;
   }
-  read_payload();
+  payload_.assign(&in_buf_[in_begin_], buffered);
+  in_begin_ += buffered;
+  if (buffered < header_.length) {
+    read_rest_of_payload(buffered);
+    return;
+  }
+  cancel_timer();
+  dispatch();
 }
 
-void Session::read_payload() {
-  mode_ = Mode::busy;
-  payload_.resize(header_.length);
-  if (header_.length == 0) {
-    dispatch();
-    return;
+void Session::fill_buffer() {
+  // Keep the unparsed tail at the front so a whole header always fits.
+  if (in_begin_ > 0) {
+    std::memmove(in_buf_.data(), &in_buf_[in_begin_], in_end_ - in_begin_);
+    in_end_ -= in_begin_;
+    in_begin_ = 0;
   }
-  asio::async_read(socket_, asio::buffer(payload_.data(), payload_.size()),
+  if (in_end_ == 0) {
+    arm_timer(host_.limits.idle_timeout, "idle timeout");
+  } else {
+    arm_timer(host_.limits.frame_timeout, "frame timeout");
+  }
+  socket_.async_read_some(
+      asio::buffer(&in_buf_[in_end_], in_buf_.size() - in_end_),
+      [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+        if (ec) {
+          self->close(ec == asio::error::eof
+                          ? (self->in_end_ == 0 ? "client closed" : "client closed mid-frame")
+                          : "read error");
+          return;
+        }
+        self->in_end_ += n;
+        self->next_request();
+      });
+}
+
+void Session::read_rest_of_payload(std::size_t have) {
+  arm_timer(host_.limits.frame_timeout, "frame timeout");
+  payload_.resize(header_.length);
+  asio::async_read(socket_, asio::buffer(payload_.data() + have, payload_.size() - have),
                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
                      if (ec) {
                        self->close("client closed mid-frame");
                        return;
                      }
+                     self->cancel_timer();
                      self->dispatch();
                    });
 }
 
 void Session::discard_payload(std::size_t remaining) {
   if (remaining == 0) {
+    cancel_timer();
     answer_now(error_reply("request of " + std::to_string(header_.length) +
                            " bytes exceeds this server's limit of " +
                            std::to_string(host_.limits.max_request) +
                            " bytes (limits.max_request)"));
     return;
   }
-  const std::size_t n = std::min(remaining, scratch_.size());
-  asio::async_read(socket_, asio::buffer(scratch_.data(), n),
+  arm_timer(host_.limits.frame_timeout, "frame timeout");
+  in_begin_ = in_end_ = 0;
+  const std::size_t n = std::min(remaining, in_buf_.size());
+  asio::async_read(socket_, asio::buffer(in_buf_.data(), n),
                    [self = shared_from_this(), remaining](const boost::system::error_code& ec,
                                                           std::size_t got) {
                      if (ec) {
@@ -183,15 +217,45 @@ void Session::discard_payload(std::size_t remaining) {
                    });
 }
 
+void Session::arm_timer(std::chrono::milliseconds after, const char* why) {
+  const std::uint64_t gen = ++timer_gen_;
+  if (after.count() <= 0) {
+    timer_.cancel();
+    return;
+  }
+  timer_.expires_after(after);
+  timer_.async_wait([self = shared_from_this(), gen, why](const boost::system::error_code& ec) {
+    // A newer arm or a cancel supersedes this wait even when its handler was already queued.
+    if (ec || gen != self->timer_gen_ || self->mode_ == Mode::closed) return;
+    self->host_.log->info("conn {} (pid {}): {}; closing the connection", self->id_,
+                          self->peer_pid_, why);
+    self->close(why);
+  });
+}
+
+void Session::cancel_timer() {
+  ++timer_gen_;
+  timer_.cancel();
+}
+
 void Session::answer_now(std::string payload) {
   on_reply(make_frame(to_byte(MsgType::StatusResponse), header_.seq, payload));
 }
 
 void Session::dispatch() {
   const std::uint8_t type = header_.type;
-  Handler* h = host_.dispatcher.find(type);
+  const Dispatcher::Route route = host_.dispatcher.find(type);
+  Handler* h = route.handler;
   if (h == nullptr) {
     answer_now(error_reply("unknown request type " + type_hex(type)));
+    return;
+  }
+  if ((rights_ & bit(route.right)) == 0) {
+    host_.log->warn("conn {}: denied {} to uid {} pid {}: lacks the {} right", id_,
+                    type_hex(type), peer_uid_, peer_pid_, right_name(route.right));
+    answer_now(error_reply(std::string("permission denied: uid ") + std::to_string(peer_uid_) +
+                           " lacks the " + right_name(route.right) + " right needed for " +
+                           type_hex(type) + " (grant it under access.rules in mgmt.yaml)"));
     return;
   }
   auto ex = std::make_shared<SessionExchange>(shared_from_this(), host_.io, type, header_.seq,
@@ -220,7 +284,14 @@ void Session::on_reply(std::string frame) {
       if (!writing_ && outq_.empty()) close("server shutting down");
       return;
     }
-    read_header();
+    if (in_end_ > in_begin_) {
+      // A pipelined request is already buffered: serve it from the event loop rather than
+      // recursing, so one client's burst cannot starve the others.
+      mode_ = Mode::reading;
+      asio::post(host_.io, [self = shared_from_this()] { self->next_request(); });
+    } else {
+      next_request();
+    }
   }
 }
 
@@ -258,7 +329,8 @@ void Session::on_hold(std::shared_ptr<void> r) {
 void Session::watch_stream() {
   // A streaming connection takes no more requests, but reading tells us when the client
   // goes away so its subscription can be released at once.
-  socket_.async_read_some(asio::buffer(scratch_),
+  in_begin_ = in_end_ = 0;
+  socket_.async_read_some(asio::buffer(in_buf_),
                           [self = shared_from_this()](const boost::system::error_code& ec,
                                                       std::size_t) {
                             if (ec) {
@@ -318,6 +390,7 @@ void Session::close(const char* why) {
   mode_ = Mode::closed;
   closed_flag_->store(true);
   host_.log->debug("conn {}: closed ({})", id_, why);
+  cancel_timer();
   boost::system::error_code ignored;
   socket_.shutdown(Socket::shutdown_both, ignored);
   socket_.close(ignored);

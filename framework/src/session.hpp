@@ -13,6 +13,7 @@
 
 #include "asio.hpp"
 #include "mgmt/wire.hpp"
+#include "mgmt/server/access.hpp"
 #include "mgmt/server/config.hpp"
 #include "mgmt/server/dispatcher.hpp"
 
@@ -29,6 +30,7 @@ struct SessionHost {
   asio::io_context& io;
   const Dispatcher& dispatcher;
   const Limits& limits;
+  const AccessPolicy& access;
   std::shared_ptr<spdlog::logger> log;
   std::function<void(Session*)> on_closed;
 };
@@ -62,12 +64,16 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   enum class Mode { reading, busy, streaming, closed };
 
-  void read_header();
-  void on_header(const boost::system::error_code& ec);
-  void read_payload();
+  // Request path. Bytes are read into in_buf_ with as few reads as the client allows;
+  // frames are parsed from it one at a time, so pipelined requests are served in order.
+  void next_request();
+  void fill_buffer();
+  void read_rest_of_payload(std::size_t have);
   void discard_payload(std::size_t remaining);
   void dispatch();
   void answer_now(std::string payload);
+  void arm_timer(std::chrono::milliseconds after, const char* why);
+  void cancel_timer();
   void watch_stream();
   void enqueue(std::string frame);
   void flush();
@@ -77,14 +83,18 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::uint64_t id_;
   std::int64_t peer_pid_ = -1;
   std::int64_t peer_uid_ = -1;
+  unsigned rights_ = 0;
 
   Mode mode_ = Mode::reading;
   bool shutting_down_ = false;
   bool close_after_flush_ = false;
-  std::array<std::uint8_t, 17> header_buf_{};
   FrameHeader header_{};
   std::string payload_;
-  std::array<char, 4096> scratch_{};
+  std::array<char, 4096> in_buf_{};
+  std::size_t in_begin_ = 0;  // unparsed bytes are in_buf_[in_begin_, in_end_)
+  std::size_t in_end_ = 0;
+  asio::steady_timer timer_;
+  std::uint64_t timer_gen_ = 0;
 
   std::deque<std::string> outq_;
   std::size_t queued_bytes_ = 0;

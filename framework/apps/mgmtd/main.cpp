@@ -58,7 +58,8 @@ Loaded load_plugins(const mgmt::ServerConfig& cfg, const std::shared_ptr<spdlog:
     env.config = ref.config;
     env.config_file = cfg.file;
     env.log = log->clone(hh.info->name);
-    out.dispatcher.set(type, loader.make_handler(hh, ref, env));
+    out.dispatcher.set(type, loader.make_handler(hh, ref, env),
+                       ref.right.value_or(mgmt::default_right(type)));
     out.summary.push_back(describe(mgmt::type_hex(type), hh));
   }
   return out;
@@ -111,7 +112,7 @@ int main(int argc, char** argv) {
 
   int rc = 0;
   {
-    mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits};
+    mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits, cfg.access};
     mgmt::Server server(so, plugins.dispatcher, *plugins.backend, log);
     try {
       server.listen();

@@ -3,13 +3,16 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <chrono>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
 
+#include "mgmt/server/access.hpp"
 #include "mgmt/server/version.hpp"
 
 namespace mgmt {
@@ -29,6 +32,7 @@ struct PluginRef {
   VersionConstraint version;      // empty = any
   YAML::Node config;              // handed to the plugin as is
   std::string origin;             // "mgmt.yaml:12:5", where it was named
+  std::optional<Right> right;     // handlers and commands: overrides default_right(type)
 };
 
 struct Limits {
@@ -36,6 +40,18 @@ struct Limits {
   std::size_t max_queue_bytes = 8u << 20;      // per-connection outgoing bytes before a slow
                                                // stream reader is disconnected
   std::size_t max_connections = 1024;
+  // A connection waiting for its next request is closed after this (0 = never). Streams
+  // and requests in progress are not affected.
+  std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
+  // Once a frame has begun, all of it must arrive within this (0 = no limit).
+  std::chrono::milliseconds frame_timeout{std::chrono::seconds(10)};
+};
+
+// The `access` section.
+struct AccessConfig {
+  mode_t socket_mode = 0600;
+  std::optional<gid_t> socket_group;
+  std::vector<AccessRule> rules;
 };
 
 struct ServerConfig {
@@ -46,6 +62,7 @@ struct ServerConfig {
   PluginRef backend;
   std::map<std::uint8_t, PluginRef> handlers;  // request types and extra commands
   Limits limits;
+  AccessConfig access;
   std::string log_level = "info";
 };
 

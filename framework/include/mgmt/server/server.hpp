@@ -19,6 +19,7 @@ struct ServerOptions {
   std::string socket_path;
   bool write_hint = false;
   Limits limits;
+  AccessConfig access;
 };
 
 class Server {
