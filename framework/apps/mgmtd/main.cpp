@@ -1,4 +1,5 @@
 // mgmtd: configuration → plugins → dispatcher → socket server.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -67,8 +68,19 @@ Loaded load_plugins(const mgmt::ServerConfig& cfg, const std::shared_ptr<spdlog:
 
 }  // namespace
 
+// Each client connection and each child's pipes take descriptors; the soft limit (often
+// 1024) would cap connections well below limits.max_connections.
+static void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
 
   mgmt::daemon::Options opts;
   try {
