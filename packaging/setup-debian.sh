@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
+  clang libclang-rt-14-dev
   libboost-dev
   libmsgpack-cxx-dev
   libyaml-cpp-dev

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine, builds everything (debug preset) and runs the whole test
-# suite with ctest.
+# Sets up a fresh Debian machine, then runs the whole test suite:
+#   1. every test (unit, wire-vector compat, integration, fuzz regressions) built with
+#      AddressSanitizer + UndefinedBehaviorSanitizer,
+#   2. the same suite built with ThreadSanitizer,
+#   3. each libFuzzer target for a bounded time (FUZZ_SECONDS, default 40).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash packaging/setup-debian.sh
-cmake --preset debug >/dev/null
-cmake --build --preset debug
-ctest --preset debug -j2 "$@"
+for preset in asan tsan; do
+  echo "== $preset: build"
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset"
+  echo "== $preset: test"
+  ctest --preset "$preset" -j2 "$@"
+done
+echo "== fuzz"
+bash packaging/fuzz.sh "${FUZZ_SECONDS:-40}"

@@ -1,6 +1,7 @@
 #include "mgmt/server/config.hpp"
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -57,6 +58,7 @@ class Reader {
   void only_keys(const YAML::Node& map, std::initializer_list<const char*> allowed,
                  const std::string& section) const {
     for (const auto& kv : map) {
+      if (!kv.first.IsScalar()) fail(kv.first, "keys in " + section + " must be plain names");
       const auto key = kv.first.as<std::string>();
       bool ok = false;
       for (const char* a : allowed) ok = ok || key == a;
@@ -146,13 +148,17 @@ std::vector<YAML::Node> as_list(const Reader& r, const YAML::Node& n, const std:
   return out;
 }
 
-bool all_digits(const std::string& s) {
-  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+// A numeric uid or gid ("1000"); nullopt for names.
+std::optional<unsigned> numeric_id(const std::string& s) {
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
 }
 
 uid_t lookup_user(const Reader& r, const YAML::Node& n, const std::string& what) {
   const std::string name = r.scalar(n, what);
-  if (all_digits(name)) return static_cast<uid_t>(std::stoul(name));
+  if (auto id = numeric_id(name)) return static_cast<uid_t>(*id);
   passwd pw{};
   passwd* found = nullptr;
   std::vector<char> buf(16384);
@@ -164,7 +170,7 @@ uid_t lookup_user(const Reader& r, const YAML::Node& n, const std::string& what)
 
 gid_t lookup_group(const Reader& r, const YAML::Node& n, const std::string& what) {
   const std::string name = r.scalar(n, what);
-  if (all_digits(name)) return static_cast<gid_t>(std::stoul(name));
+  if (auto id = numeric_id(name)) return static_cast<gid_t>(*id);
   group gr{};
   group* found = nullptr;
   std::vector<char> buf(16384);
@@ -196,15 +202,14 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
     throw ConfigError(file + ":1:1: the configuration must be a YAML map with at least a "
                              "`backend:` section");
   }
-  r.only_keys(root,
-              {"server", "plugin_dirs", "backend", "handlers", "commands", "limits", "access", "log"},
-              "the top level");
-
   const fs::path base_dir = fs::absolute(fs::path(file)).parent_path();
   ServerConfig cfg;
   cfg.file = file;
 
   try {
+    r.only_keys(root,
+                {"server", "plugin_dirs", "backend", "handlers", "commands", "limits", "access", "log"},
+                "the top level");
     // server
     std::string runtime_dir;
     if (const auto server = root["server"]) {

@@ -1,10 +1,11 @@
 // MessagePack map codec for the protocol's payloads.
 //
-// Decoding goes through msgpack-cxx's object tree and hand-written field readers rather
+// Encoding is a small writer of its own (see below). Decoding goes through msgpack-cxx's object tree and hand-written field readers rather
 // than MSGPACK_DEFINE_MAP: the protocol needs nil accepted for lists and byte data and an
 // error text naming the field, which the adaptors do not give.
 #include "mgmt/messages.hpp"
 
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
@@ -17,69 +18,193 @@ namespace {
 
 // ---------------------------------------------------------------------------------------
 // Encoding
+//
+// Hand-written rather than msgpack-cxx's packer, which appends to the output a few bytes
+// at a time (a list of 100 entries is ~1000 appends, each with its own capacity check and
+// memcpy call, and the string regrows a dozen times). Every message is written twice by
+// the same code: once into a Sizer that only counts bytes, then into a Writer over a
+// string sized exactly once. The bytes are those msgpack-cxx writes: the smallest format
+// for every length and integer (the compat tests compare them).
 
-struct StringBuffer {
-  std::string& s;
-  void write(const char* p, std::size_t n) { s.append(p, n); }
+// Counts the bytes a message takes.
+struct Sizer {
+  std::size_t n = 0;
+  void byte(std::uint8_t) { ++n; }
+  void bytes(const void*, std::size_t len) { n += len; }
+  template <int W>
+  void be(std::uint64_t) { n += W; }
 };
-using Packer = msgpack::packer<StringBuffer>;
 
-void put_str(Packer& pk, std::string_view v) {
-  pk.pack_str(static_cast<std::uint32_t>(v.size()));
-  pk.pack_str_body(v.data(), static_cast<std::uint32_t>(v.size()));
-}
-void put_bin(Packer& pk, std::string_view v) {
-  pk.pack_bin(static_cast<std::uint32_t>(v.size()));
-  pk.pack_bin_body(v.data(), static_cast<std::uint32_t>(v.size()));
-}
-void put_key(Packer& pk, std::string_view k) { put_str(pk, k); }
+// Writes them into memory the Sizer measured.
+struct Writer {
+  char* p;
+  void byte(std::uint8_t b) { *p++ = static_cast<char>(b); }
+  void bytes(const void* src, std::size_t len) {
+    std::memcpy(p, src, len);
+    p += len;
+  }
+  template <int W>  // a constant width: the loop unrolls into plain stores
+  void be(std::uint64_t v) {
+    for (int i = W - 1; i >= 0; --i) {
+      p[i] = static_cast<char>(v & 0xFF);
+      v >>= 8;
+    }
+    p += W;
+  }
+};
 
-void put_entry(Packer& pk, const Entry& e) {
+// A marker byte followed by a big-endian length or value of W bytes.
+template <int W, class Out>
+void tagged(Out& o, std::uint8_t tag, std::uint64_t v) {
+  o.byte(tag);
+  o.template be<W>(v);
+}
+
+template <class Out>
+void put_map(Out& o, std::uint32_t n) {
+  if (n < 16) o.byte(static_cast<std::uint8_t>(0x80u | n));
+  else if (n < 65536) tagged<2>(o, 0xde, n);
+  else tagged<4>(o, 0xdf, n);
+}
+
+template <class Out>
+void put_array(Out& o, std::uint32_t n) {
+  if (n < 16) o.byte(static_cast<std::uint8_t>(0x90u | n));
+  else if (n < 65536) tagged<2>(o, 0xdc, n);
+  else tagged<4>(o, 0xdd, n);
+}
+
+template <class Out>
+void put_str(Out& o, std::string_view v) {
+  const auto l = static_cast<std::uint32_t>(v.size());
+  if (l < 32) o.byte(static_cast<std::uint8_t>(0xa0u | l));
+  else if (l < 256) tagged<1>(o, 0xd9, l);
+  else if (l < 65536) tagged<2>(o, 0xda, l);
+  else tagged<4>(o, 0xdb, l);
+  o.bytes(v.data(), v.size());
+}
+
+template <class Out>
+void put_bin(Out& o, std::string_view v) {
+  const auto l = static_cast<std::uint32_t>(v.size());
+  if (l < 256) tagged<1>(o, 0xc4, l);
+  else if (l < 65536) tagged<2>(o, 0xc5, l);
+  else tagged<4>(o, 0xc6, l);
+  o.bytes(v.data(), v.size());
+}
+
+template <class Out>
+void put_uint(Out& o, std::uint64_t d) {
+  if (d < 128) o.byte(static_cast<std::uint8_t>(d));
+  else if (d < 256) tagged<1>(o, 0xcc, d);
+  else if (d < 65536) tagged<2>(o, 0xcd, d);
+  else if (d < (1ull << 32)) tagged<4>(o, 0xce, d);
+  else tagged<8>(o, 0xcf, d);
+}
+
+// Non-negative values take the unsigned formats, as msgpack-cxx's pack_int64 does.
+template <class Out>
+void put_int(Out& o, std::int64_t d) {
+  if (d >= 0) {
+    put_uint(o, static_cast<std::uint64_t>(d));
+    return;
+  }
+  const auto u = static_cast<std::uint64_t>(d);
+  if (d >= -32) o.byte(static_cast<std::uint8_t>(u));
+  else if (d >= -128) tagged<1>(o, 0xd0, u);
+  else if (d >= -32768) tagged<2>(o, 0xd1, u);
+  else if (d >= -(1ll << 31)) tagged<4>(o, 0xd2, u);
+  else tagged<8>(o, 0xd3, u);
+}
+
+template <class Out>
+void put_bool(Out& o, bool b) {
+  o.byte(b ? 0xc3 : 0xc2);
+}
+
+// A key: a string literal shorter than 32 bytes, pre-encoded at compile time as a fixstr,
+// so writing it is one fixed-size copy the compiler inlines.
+template <std::size_t N>
+struct Key {
+  static_assert(N - 1 < 32, "key too long for a fixstr");
+  char b[N]{};
+  constexpr Key(const char (&s)[N]) {  // NOLINT: implicit on purpose, put_key<"id">
+    b[0] = static_cast<char>(0xa0u | (N - 1));
+    for (std::size_t i = 0; i + 1 < N; ++i) b[i + 1] = s[i];
+  }
+};
+
+template <Key K, class Out>
+void put_key(Out& o) {
+  o.bytes(K.b, sizeof K.b);
+}
+
+template <class Out>
+void put_entry(Out& o, const Entry& e) {
   std::uint32_t n = 5;
   n += e.restarts != 0;
   n += e.started_at != 0;
   n += e.exit_code.has_value();
   n += e.exit_signal.has_value();
   n += !e.last_error.empty();
-  pk.pack_map(n);
-  put_key(pk, "id");
-  put_str(pk, e.id);
-  put_key(pk, "name");
-  put_str(pk, e.name);
-  put_key(pk, "state");
-  put_str(pk, e.state);
-  put_key(pk, "pid");
-  pk.pack_int64(e.pid);
-  put_key(pk, "rss");
-  pk.pack_uint64(e.rss);
+  put_map(o, n);
+  put_key<"id">(o);
+  put_str(o, e.id);
+  put_key<"name">(o);
+  put_str(o, e.name);
+  put_key<"state">(o);
+  put_str(o, e.state);
+  put_key<"pid">(o);
+  put_int(o, e.pid);
+  put_key<"rss">(o);
+  put_uint(o, e.rss);
   if (e.restarts != 0) {
-    put_key(pk, "restarts");
-    pk.pack_uint64(e.restarts);
+    put_key<"restarts">(o);
+    put_uint(o, e.restarts);
   }
   if (e.started_at != 0) {
-    put_key(pk, "started_at");
-    pk.pack_int64(e.started_at);
+    put_key<"started_at">(o);
+    put_int(o, e.started_at);
   }
   if (e.exit_code) {
-    put_key(pk, "exit_code");
-    pk.pack_int64(*e.exit_code);
+    put_key<"exit_code">(o);
+    put_int(o, *e.exit_code);
   }
   if (e.exit_signal) {
-    put_key(pk, "exit_signal");
-    pk.pack_int64(*e.exit_signal);
+    put_key<"exit_signal">(o);
+    put_int(o, *e.exit_signal);
   }
   if (!e.last_error.empty()) {
-    put_key(pk, "last_error");
-    put_str(pk, e.last_error);
+    put_key<"last_error">(o);
+    put_str(o, e.last_error);
   }
 }
 
+// Most bytes an entry can take: its strings, plus every key (75 bytes together), the map
+// header, four string headers (5 bytes at most) and seven integers (9 at most).
+std::size_t entry_bound(const Entry& e) {
+  return 160 + e.id.size() + e.name.size() + e.state.size() + e.last_error.size();
+}
+
+// Writes with `body` into a string of `bound` bytes, then trims it: one pass, for messages
+// (lists) whose exact size would take a pass of its own to measure.
+template <class F>
+std::string packed_within(std::size_t bound, F&& body) {
+  std::string out(bound, '\0');
+  Writer w{out.data()};
+  body(w);
+  out.resize(static_cast<std::size_t>(w.p - out.data()));
+  return out;
+}
+
+// Runs `body` (a generic lambda taking Sizer& or Writer&) twice: measure, then write.
 template <class F>
 std::string packed(F&& body) {
-  std::string out;
-  StringBuffer buf{out};
-  Packer pk(buf);
-  body(pk);
+  Sizer size;
+  body(size);
+  std::string out(size.n, '\0');
+  Writer w{out.data()};
+  body(w);
   return out;
 }
 
@@ -274,116 +399,152 @@ std::string decode_map(std::string_view payload, Fields&& fields) {
   }
 }
 
+// The fast path for requests made of short strings only (status, start, stop): a fixmap
+// whose keys are fixstr and whose values are fixstr or str8, and nothing after it. It
+// hands each pair to `fields` and returns true; on anything else (another kind, nil, bin,
+// a truncated or trailing byte) it returns false and the caller runs the full decoder,
+// which accepts the rest and words the errors. It skips the object tree and its zone
+// allocation, the bulk of decoding a 20-byte request.
+template <class Fields>
+bool decode_flat_strings(std::string_view payload, Fields&& fields) {
+  const auto* p = reinterpret_cast<const unsigned char*>(payload.data());
+  const auto* const end = p + payload.size();
+  if (p == end || (*p & 0xf0) != 0x80) return false;
+  for (std::size_t n = *p++ & 0x0f; n > 0; --n) {
+    if (p == end || (*p & 0xe0) != 0xa0) return false;
+    const std::size_t kl = *p++ & 0x1f;
+    if (static_cast<std::size_t>(end - p) < kl) return false;
+    const std::string_view key(reinterpret_cast<const char*>(p), kl);
+    p += kl;
+    if (p == end) return false;
+    std::size_t vl = 0;
+    if ((*p & 0xe0) == 0xa0) {
+      vl = *p++ & 0x1f;
+    } else if (*p == 0xd9 && end - p >= 2) {
+      vl = p[1];
+      p += 2;
+    } else {
+      return false;
+    }
+    if (static_cast<std::size_t>(end - p) < vl) return false;
+    fields(key, std::string_view(reinterpret_cast<const char*>(p), vl));
+    p += vl;
+  }
+  return p == end;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
 
 std::string encode(const Entry& m) {
-  return packed([&](Packer& pk) { put_entry(pk, m); });
+  return packed([&](auto& o) { put_entry(o, m); });
 }
 
 std::string encode(const ListResponse& m) {
-  return packed([&](Packer& pk) {
-    pk.pack_map(1);
-    put_key(pk, "entries");
-    pk.pack_array(static_cast<std::uint32_t>(m.entries.size()));
-    for (const auto& e : m.entries) put_entry(pk, e);
+  std::size_t bound = 1 + 8 + 5;  // map header, key, array header
+  for (const auto& e : m.entries) bound += entry_bound(e);
+  return packed_within(bound, [&](Writer& o) {
+    put_map(o, 1);
+    put_key<"entries">(o);
+    put_array(o, static_cast<std::uint32_t>(m.entries.size()));
+    for (const auto& e : m.entries) put_entry(o, e);
   });
 }
 
 std::string encode(const StatusRequest& m) {
-  return packed([&](Packer& pk) {
-    pk.pack_map(1);
-    put_key(pk, "id");
-    put_str(pk, m.id);
+  return packed([&](auto& o) {
+    put_map(o, 1);
+    put_key<"id">(o);
+    put_str(o, m.id);
   });
 }
 
 std::string encode(const IdRequest& m) {
-  return packed([&](Packer& pk) {
-    pk.pack_map(1);
-    put_key(pk, "id");
-    put_str(pk, m.id);
+  return packed([&](auto& o) {
+    put_map(o, 1);
+    put_key<"id">(o);
+    put_str(o, m.id);
   });
 }
 
 std::string encode(const StatusResponse& m) {
-  return packed([&](Packer& pk) {
-    pk.pack_map(2);
-    put_key(pk, "entry");
-    put_entry(pk, m.entry);
-    put_key(pk, "err");
-    put_str(pk, m.err);
+  return packed([&](auto& o) {
+    put_map(o, 2);
+    put_key<"entry">(o);
+    put_entry(o, m.entry);
+    put_key<"err">(o);
+    put_str(o, m.err);
   });
 }
 
 std::string encode(const LogsRequest& m) {
-  return packed([&](Packer& pk) {
-    pk.pack_map(3 + (m.sn != 0) + (m.ln != 0));
-    put_key(pk, "id");
-    put_str(pk, m.id);
-    put_key(pk, "s");
-    pk.pack_uint8(m.s);
-    put_key(pk, "f");
-    pk.pack(m.f);
+  return packed([&](auto& o) {
+    put_map(o, 3u + (m.sn != 0) + (m.ln != 0));
+    put_key<"id">(o);
+    put_str(o, m.id);
+    put_key<"s">(o);
+    put_uint(o, m.s);
+    put_key<"f">(o);
+    put_bool(o, m.f);
     if (m.sn != 0) {
-      put_key(pk, "sn");
-      pk.pack_int64(m.sn);
+      put_key<"sn">(o);
+      put_int(o, m.sn);
     }
     if (m.ln != 0) {
-      put_key(pk, "ln");
-      pk.pack_int64(m.ln);
+      put_key<"ln">(o);
+      put_int(o, m.ln);
     }
   });
 }
 
 std::string encode(const LogsStream& m) {
-  return packed([&](Packer& pk) {
-    pk.pack_map(m.err.empty() ? 4 : 5);
-    put_key(pk, "id");
-    put_str(pk, m.id);
-    put_key(pk, "s");
-    pk.pack_uint8(m.s);
-    put_key(pk, "d");
-    put_bin(pk, m.d);
-    put_key(pk, "eof");
-    pk.pack(m.eof);
+  return packed([&](auto& o) {
+    put_map(o, m.err.empty() ? 4 : 5);
+    put_key<"id">(o);
+    put_str(o, m.id);
+    put_key<"s">(o);
+    put_uint(o, m.s);
+    put_key<"d">(o);
+    put_bin(o, m.d);
+    put_key<"eof">(o);
+    put_bool(o, m.eof);
     if (!m.err.empty()) {
-      put_key(pk, "err");
-      put_str(pk, m.err);
+      put_key<"err">(o);
+      put_str(o, m.err);
     }
   });
 }
 
 std::string encode(const EventsSubscribe& m) {
-  return packed([&](Packer& pk) {
-    pk.pack_map(m.types.empty() ? 1 : 2);
-    put_key(pk, "pids");
+  return packed([&](auto& o) {
+    put_map(o, m.types.empty() ? 1 : 2);
+    put_key<"pids">(o);
     if (m.pids.empty()) {
-      pk.pack_nil();  // what the Go client sends for "all"
+      o.byte(0xc0);  // nil: what the Go client sends for "all"
     } else {
-      pk.pack_array(static_cast<std::uint32_t>(m.pids.size()));
-      for (const auto& p : m.pids) put_str(pk, p);
+      put_array(o, static_cast<std::uint32_t>(m.pids.size()));
+      for (const auto& p : m.pids) put_str(o, p);
     }
     if (!m.types.empty()) {
-      put_key(pk, "types");
-      pk.pack_array(static_cast<std::uint32_t>(m.types.size()));
-      for (const auto& t : m.types) put_str(pk, t);
+      put_key<"types">(o);
+      put_array(o, static_cast<std::uint32_t>(m.types.size()));
+      for (const auto& t : m.types) put_str(o, t);
     }
   });
 }
 
 std::string encode(const EventsStream& m) {
-  return packed([&](Packer& pk) {
-    pk.pack_map(4);
-    put_key(pk, "pid");
-    put_str(pk, m.pid);
-    put_key(pk, "t");
-    put_str(pk, m.t);
-    put_key(pk, "ts");
-    pk.pack_int64(m.ts);
-    put_key(pk, "sum");
-    put_str(pk, m.sum);
+  return packed([&](auto& o) {
+    put_map(o, 4);
+    put_key<"pid">(o);
+    put_str(o, m.pid);
+    put_key<"t">(o);
+    put_str(o, m.t);
+    put_key<"ts">(o);
+    put_int(o, m.ts);
+    put_key<"sum">(o);
+    put_str(o, m.sum);
   });
 }
 
@@ -409,12 +570,24 @@ std::string decode(std::string_view payload, ListResponse& out) {
 
 std::string decode(std::string_view payload, StatusRequest& out) {
   out = {};
+  if (decode_flat_strings(payload, [&](std::string_view k, std::string_view v) {
+        if (k == "id") out.id.assign(v);
+      })) {
+    return {};
+  }
+  out = {};
   return decode_map(payload, [&](std::string_view k, const object& v) {
     if (k == "id") read(v, out.id, k);
   });
 }
 
 std::string decode(std::string_view payload, IdRequest& out) {
+  out = {};
+  if (decode_flat_strings(payload, [&](std::string_view k, std::string_view v) {
+        if (k == "id") out.id.assign(v);
+      })) {
+    return {};
+  }
   out = {};
   return decode_map(payload, [&](std::string_view k, const object& v) {
     if (k == "id") read(v, out.id, k);

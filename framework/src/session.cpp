@@ -217,25 +217,42 @@ void Session::discard_payload(std::size_t remaining) {
                    });
 }
 
+// Timeouts are a deadline that one lazily re-armed timer checks, rather than a timer reset
+// on every request: re-arming an asio timer costs a timerfd_settime syscall and a cancelled
+// handler each time, which showed on the request path. A wait that fires before the
+// (since pushed back) deadline simply waits again.
 void Session::arm_timer(std::chrono::milliseconds after, const char* why) {
-  const std::uint64_t gen = ++timer_gen_;
   if (after.count() <= 0) {
-    timer_.cancel();
+    cancel_timer();
     return;
   }
-  timer_.expires_after(after);
-  timer_.async_wait([self = shared_from_this(), gen, why](const boost::system::error_code& ec) {
-    // A newer arm or a cancel supersedes this wait even when its handler was already queued.
-    if (ec || gen != self->timer_gen_ || self->mode_ == Mode::closed) return;
+  deadline_ = std::chrono::steady_clock::now() + after;
+  timer_why_ = why;
+  if (timer_waiting_ && timer_.expiry() <= deadline_) return;  // it will re-arm itself
+  wait_timer();
+}
+
+void Session::wait_timer() {
+  timer_waiting_ = true;
+  timer_.expires_at(deadline_);  // a pending later wait is cancelled and superseded
+  const std::uint64_t gen = ++timer_gen_;
+  timer_.async_wait([self = shared_from_this(), gen](const boost::system::error_code& ec) {
+    if (gen != self->timer_gen_) return;  // superseded by a newer wait
+    self->timer_waiting_ = false;
+    if (ec || self->mode_ == Mode::closed || self->deadline_ == kNoDeadline) return;
+    if (std::chrono::steady_clock::now() < self->deadline_) {
+      self->wait_timer();
+      return;
+    }
     self->host_.log->info("conn {} (pid {}): {}; closing the connection", self->id_,
-                          self->peer_pid_, why);
-    self->close(why);
+                          self->peer_pid_, self->timer_why_);
+    self->close(self->timer_why_);
   });
 }
 
 void Session::cancel_timer() {
-  ++timer_gen_;
-  timer_.cancel();
+  // Lazy: a pending wait finds no deadline when it fires. close() cancels it for real.
+  deadline_ = kNoDeadline;
 }
 
 void Session::answer_now(std::string payload) {
@@ -391,6 +408,7 @@ void Session::close(const char* why) {
   closed_flag_->store(true);
   host_.log->debug("conn {}: closed ({})", id_, why);
   cancel_timer();
+  timer_.cancel();  // releases the pending wait (and its reference to this session) now
   boost::system::error_code ignored;
   socket_.shutdown(Socket::shutdown_both, ignored);
   socket_.close(ignored);

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -73,6 +74,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void dispatch();
   void answer_now(std::string payload);
   void arm_timer(std::chrono::milliseconds after, const char* why);
+  void wait_timer();
   void cancel_timer();
   void watch_stream();
   void enqueue(std::string frame);
@@ -95,6 +97,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t in_end_ = 0;
   asio::steady_timer timer_;
   std::uint64_t timer_gen_ = 0;
+  static constexpr auto kNoDeadline = std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point deadline_ = kNoDeadline;  // of the armed timeout
+  const char* timer_why_ = "";
+  bool timer_waiting_ = false;  // an async_wait is pending on timer_
 
   std::deque<std::string> outq_;
   std::size_t queued_bytes_ = 0;

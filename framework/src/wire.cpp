@@ -58,10 +58,13 @@ std::string_view describe(HeaderError e) noexcept {
 }
 
 std::string make_frame(std::uint8_t type, std::uint64_t seq, std::string_view payload) {
-  std::string frame(kHeaderSize + payload.size(), '\0');
-  FrameHeader h{type, 0, seq, static_cast<std::uint32_t>(payload.size())};
-  write_header(h, reinterpret_cast<std::uint8_t*>(frame.data()));
-  frame.replace(kHeaderSize, payload.size(), payload);
+  // One allocation of the exact size; the payload is copied once (no zero-fill first).
+  std::uint8_t head[kHeaderSize];
+  write_header(FrameHeader{type, 0, seq, static_cast<std::uint32_t>(payload.size())}, head);
+  std::string frame;
+  frame.reserve(kHeaderSize + payload.size());
+  frame.append(reinterpret_cast<const char*>(head), kHeaderSize);
+  frame.append(payload);
   return frame;
 }
 

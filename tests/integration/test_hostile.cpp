@@ -67,7 +67,10 @@ TEST_CASE("1000 concurrent connections are all served", "[hostile]") {
   const auto rss_during = vm_rss_kib(d.pid());
   WARN("mgmtd VmRSS: " << rss_before << " KiB before, " << rss_during
                        << " KiB with 1000 open connections");
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  // Sanitizer shadow memory inflates RSS; there only the report above is meaningful.
   CHECK(rss_during < 64 * 1024);
+#endif
   conns.clear();
   CHECK(serves(d));
 }

@@ -1,6 +1,13 @@
 // The per-stream log ring: capacity, since, last lines.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "log_file.hpp"
 #include "log_ring.hpp"
 
 using mgmt::process::last_lines;
@@ -61,4 +68,86 @@ TEST_CASE("LogRing applies since before last lines, across chunk borders", "[pro
   CHECK(ring.query(20, 5) == "new1\nnew2\nnew3");
   CHECK(ring.query(30, 1) == "new3");
   CHECK(ring.query(30, 2) == "w2\nnew3");  // the filter cuts chunks, not lines
+}
+
+TEST_CASE("LogRing counts dropped bytes no client had read", "[process][log_ring]") {
+  LogRing ring(10);
+  ring.append(1, "12345");
+  ring.append(2, "6789");
+  CHECK(ring.unread_dropped() == 0);
+  ring.append(3, "ab");  // "12345" goes, unread
+  CHECK(ring.unread_dropped() == 5);
+  ring.mark_read();      // a client sees "6789ab"
+  ring.append(4, "cdef");  // fits
+  CHECK(ring.unread_dropped() == 5);
+  ring.append(5, "XYZ");  // "6789" goes, but it was read
+  CHECK(ring.unread_dropped() == 5);
+  ring.append(6, "0123");  // "ab" (read) and "cdef" (never read) go
+  CHECK(ring.unread_dropped() == 9);
+  CHECK(ring.query(0, 0) == "XYZ0123");
+  // A chunk larger than the ring: the unread ring and the head of the chunk are lost.
+  ring.append(7, "abcdefghijkl");
+  CHECK(ring.unread_dropped() == 9 + 7 + 2);
+  CHECK(ring.query(0, 0) == "cdefghijkl");
+  ring.mark_read();
+  ring.append(8, "zz");  // "cdefghijkl" goes as a whole, but it was read
+  CHECK(ring.unread_dropped() == 18);
+  // A chunk a follower receives whole: nothing unread is lost, not even its own head.
+  ring.append(9, "0123456789abcdef", true);
+  CHECK(ring.unread_dropped() == 18);
+  CHECK(ring.query(0, 0) == "6789abcdef");
+}
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+TEST_CASE("LogFile rotates by size and keeps max_files", "[process][log_ring]") {
+  char tmpl[] = "/tmp/mgmt-logfile-test-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string path = dir + "/sub/web.stdout.log";
+  namespace fs = std::filesystem;
+  {
+    mgmt::process::LogFile f(path, 10, 2);
+    CHECK(f.write("12345").empty());  // creates the folder and the file
+    CHECK(f.write("67890").empty());  // exactly max_size: no rotation yet
+    CHECK(slurp(path) == "1234567890");
+    CHECK(f.write("abc").empty());  // would pass max_size: rotate first
+    CHECK(slurp(path) == "abc");
+    CHECK(slurp(path + ".1") == "1234567890");
+    CHECK(f.write("defghijklmnopq").empty());  // larger than max_size: whole, in a fresh file
+    CHECK(slurp(path) == "defghijklmnopq");
+    CHECK(slurp(path + ".1") == "abc");
+    CHECK(slurp(path + ".2") == "1234567890");
+    CHECK(f.write("r").empty());
+    CHECK(slurp(path + ".2") == "abc");  // the oldest is dropped
+    CHECK_FALSE(fs::exists(path + ".3"));
+    f.close();
+    CHECK(f.write("s").empty());  // reopened, appending
+    CHECK(slurp(path) == "rs");
+  }
+  {
+    mgmt::process::LogFile again(path, 10, 2);  // a new run continues the file
+    CHECK(again.write("t").empty());
+    CHECK(slurp(path) == "rst");
+  }
+  {
+    mgmt::process::LogFile none(dir + "/none.log", 4, 0);  // no rotated files: truncate
+    CHECK(none.write("1234").empty());
+    CHECK(none.write("56").empty());
+    CHECK(slurp(dir + "/none.log") == "56");
+    CHECK_FALSE(fs::exists(dir + "/none.log.1"));
+  }
+  {
+    mgmt::process::LogFile bad("/proc/no/such/dir/x.log", 4, 1);
+    CHECK_THAT(bad.write("x"), Catch::StartsWith("create /proc/no/such/dir: "));
+  }
+  fs::remove_all(dir);
 }

@@ -24,9 +24,11 @@
 
 #include "args.hpp"
 #include "cli.hpp"
+#include "commands.hpp"
 #include "duration.hpp"
 #include "format.hpp"
 #include "mgmt/client.hpp"
+#include "mgmt/commands.hpp"
 #include "mgmt/messages.hpp"
 #include "mgmt/wire.hpp"
 
@@ -910,4 +912,324 @@ TEST_CASE("mgmtctl events: a refused subscription is the server's error", "[mgmt
   const auto r = run({"--socket", srv.path(), "events"});
   CHECK(r.code == 1);
   CHECK(r.err == "unknown request type 0xa6\n");
+}
+
+// =======================================================================================
+// Extra commands: restart, signal, info, call
+
+namespace {
+
+std::string raw_frame(std::uint8_t type, std::string_view payload, std::uint64_t seq = 1) {
+  return mgmt::make_frame(type, seq, payload);
+}
+
+mgmt::InfoResponse sample_info() {
+  mgmt::InfoResponse m;
+  m.version = "0.1.0";
+  m.abi = 1;
+  m.started_at = 1764000000987654321;
+  m.uptime = (3600 + 2 * 60 + 3) * 1'000'000'000ll + 999;
+  m.pid = 4242;
+  m.config = "/etc/mgmtd/mgmt.yaml";
+  m.plugins = {{0, "process", "backend", "1.0.0", "/usr/lib/mgmtd/plugins/process.so"},
+               {0xA0, "list", "handler", "1.0.0", "/usr/lib/mgmtd/plugins/list.so"},
+               {0xAC, "info", "command", "1.2.0", "/opt/info.so"}};
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("parse_args: restart, signal, info and call", "[mgmtctl]") {
+  using mgmtctl::Command;
+  using mgmtctl::parse_args;
+
+  auto r = parse_args({"restart", "a", "b"});
+  REQUIRE(r.ok());
+  CHECK(r.options.command == Command::restart);
+  CHECK(r.options.ids == std::vector<std::string>{"a", "b"});
+  CHECK_FALSE(r.options.msg_type);
+
+  r = parse_args({"restart", "--type", "0xAE", "a"});
+  REQUIRE(r.ok());
+  CHECK(r.options.msg_type == 0xAE);
+
+  r = parse_args({"signal", "hup", "web"});
+  REQUIRE(r.ok());
+  CHECK(r.options.command == Command::signal);
+  CHECK(r.options.signal == "SIGHUP");  // canonical spelling on the wire
+  CHECK(r.options.ids == std::vector<std::string>{"web"});
+  CHECK_FALSE(r.options.group);
+
+  r = parse_args({"signal", "--group", "--type=171", "9", "web"});
+  REQUIRE(r.ok());
+  CHECK(r.options.signal == "SIGKILL");
+  CHECK(r.options.group);
+  CHECK(r.options.msg_type == 0xAB);
+
+  r = parse_args({"info", "--json"});
+  REQUIRE(r.ok());
+  CHECK(r.options.command == Command::info);
+  CHECK(r.options.json);
+
+  r = parse_args({"call", "0xa0"});
+  REQUIRE(r.ok());
+  CHECK(r.options.command == Command::call);
+  CHECK(r.options.msg_type == 0xA0);
+  CHECK(r.options.json_payload.empty());
+
+  r = parse_args({"call", "170", R"({"id": "web"})"});
+  REQUIRE(r.ok());
+  CHECK(r.options.msg_type == 0xAA);
+  CHECK(r.options.json_payload == R"({"id": "web"})");
+
+  // events keeps its own --type: event types.
+  r = parse_args({"events", "--type", "process.started"});
+  REQUIRE(r.ok());
+  CHECK(r.options.types == std::vector<std::string>{"process.started"});
+  CHECK_FALSE(r.options.msg_type);
+
+  CHECK(mgmtctl::parse_type("0xff") == 0xFF);
+  CHECK(mgmtctl::parse_type("0") == 0);
+  CHECK_FALSE(mgmtctl::parse_type("0x100"));
+  CHECK_FALSE(mgmtctl::parse_type("256"));
+  CHECK_FALSE(mgmtctl::parse_type("0x"));
+  CHECK_FALSE(mgmtctl::parse_type("-1"));
+  CHECK_FALSE(mgmtctl::parse_type("AA"));
+}
+
+TEST_CASE("parse_args: extra-command usage errors", "[mgmtctl]") {
+  using mgmtctl::parse_args;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"restart"}, "restart needs at least one process id"},
+      {{"info", "x"}, "info takes no arguments, got \"x\""},
+      {{"signal", "HUP"}, "signal needs a signal name and a process id (signal [--group] HUP web)"},
+      {{"signal", "HUP", "a", "b"},
+       "signal needs a signal name and a process id (signal [--group] HUP web)"},
+      {{"signal", "FOO", "web"}, "unknown signal \"FOO\" (examples: HUP, SIGTERM, USR1, 9)"},
+      {{"signal", "--group=maybe", "HUP", "web"},
+       "invalid value \"maybe\" for --group: want true or false"},
+      {{"restart", "--type", "0xZZ", "web"},
+       "invalid --type value \"0xZZ\": want a message type such as 0xAA"},
+      {{"call"}, "call needs a message type and optionally a JSON object (call 0xAC '{}')"},
+      {{"call", "0xAC", "{}", "extra"},
+       "call needs a message type and optionally a JSON object (call 0xAC '{}')"},
+      {{"call", "0x1AC"}, "invalid message type \"0x1AC\" (want 0x00..0xff or 0..255)"},
+      {{"call", "0xAC", "{oops"}, "the request is not valid JSON: {oops"},
+      {{"call", "0xAC", "42"}, "the request must be a JSON object (payloads are maps), got 42"},
+      {{"call", "--type", "0xAC", "0xAC"}, "flag --type does not apply to call"},
+      {{"list", "--group"}, "flag --group does not apply to list"},
+      {{"restart", "--json", "web"}, "flag --json does not apply to restart"},
+  };
+  for (const auto& [args, want] : cases) {
+    INFO(want);
+    const auto r = parse_args(args);
+    CHECK_FALSE(r.ok());
+    CHECK(r.error == want);
+  }
+}
+
+TEST_CASE("format_info and format_uptime", "[mgmtctl]") {
+  using mgmtctl::format_uptime;
+  CHECK(format_uptime(0) == "0s");
+  CHECK(format_uptime(-5) == "0s");
+  CHECK(format_uptime(59'999'999'999) == "59s");
+  CHECK(format_uptime(240'000'000'000) == "4m0s");
+  CHECK(format_uptime(3723'000'000'000) == "1h2m3s");
+  CHECK(format_uptime(180000'000'000'000) == "50h0m0s");
+
+  CHECK(mgmtctl::format_info(sample_info(), mgmtctl::TimeZone::utc) ==
+        "Server:   mgmtd 0.1.0 (plugin ABI 1), pid 4242\n"
+        "Started:  2025-11-24 16:00:00 UTC (up 1h2m3s)\n"
+        "Config:   /etc/mgmtd/mgmt.yaml\n"
+        "Plugins:\n"
+        "  TYPE  KIND     NAME     VERSION  FILE\n"
+        "  -     backend  process  1.0.0    /usr/lib/mgmtd/plugins/process.so\n"
+        "  0xa0  handler  list     1.0.0    /usr/lib/mgmtd/plugins/list.so\n"
+        "  0xac  command  info     1.2.0    /opt/info.so\n");
+
+  auto info = sample_info();
+  info.plugins.resize(1);
+  CHECK(mgmtctl::format_info_json(info) == R"({
+  "version": "0.1.0",
+  "abi": 1,
+  "pid": 4242,
+  "started_at": 1764000000987654321,
+  "uptime": 3723000000999,
+  "config": "/etc/mgmtd/mgmt.yaml",
+  "plugins": [
+    {
+      "type": 0,
+      "kind": "backend",
+      "name": "process",
+      "version": "1.0.0",
+      "path": "/usr/lib/mgmtd/plugins/process.so"
+    }
+  ]
+}
+)");
+}
+
+TEST_CASE("JSON <-> MessagePack for call; bytes as base64", "[mgmtctl]") {
+  using mgmtctl::base64;
+  CHECK(base64("") == "");
+  CHECK(base64("f") == "Zg==");
+  CHECK(base64("fo") == "Zm8=");
+  CHECK(base64("foo") == "Zm9v");
+  CHECK(base64("foob") == "Zm9vYg==");
+  CHECK(base64(std::string("\xFF\x00\xFE", 3)) == "/wD+");
+
+  // Keys in the given order, strings as str, small integers in one byte.
+  CHECK(mgmtctl::json_to_msgpack(R"({"id": "web", "s": 1, "f": false})") ==
+        std::string("\x83\xA2id\xA3web\xA1s\x01\xA1" "f\xC2", 14));
+  // The codec of the protocol reads it.
+  mgmt::LogsRequest req;
+  CHECK(mgmt::decode(mgmtctl::json_to_msgpack(R"({"id": "web", "s": 1, "ln": 300})"), req).empty());
+  CHECK(req.id == "web");
+  CHECK(req.s == 1);
+  CHECK(req.ln == 300);
+  CHECK_THROWS_AS(mgmtctl::json_to_msgpack("{"), std::invalid_argument);
+
+  mgmt::LogsStream chunk;
+  chunk.id = "web";
+  chunk.d = std::string("a\0b\n", 4);
+  chunk.eof = true;
+  CHECK(mgmtctl::msgpack_to_json(mgmt::encode(chunk)) ==
+        "{\n  \"id\": \"web\",\n  \"s\": 0,\n  \"d\": \"YQBiCg==\",\n  \"eof\": true\n}\n");
+  CHECK(mgmtctl::msgpack_to_json("") == "{}\n");
+  CHECK_THROWS_AS(mgmtctl::msgpack_to_json("\xC1"), std::invalid_argument);
+}
+
+TEST_CASE("mgmtctl restart: a line per id, on 0xAA unless --type says otherwise", "[mgmtctl][cli]") {
+  mgmt::RestartResponse ok;
+  ok.entry = entry("a", "A", "running", 7);
+  Exchange ex;
+  ex.replies = {raw_frame(0xAA, mgmt::encode(ok)),
+                raw_frame(0xAA, mgmt::command_error(mgmt::kErrNotFound)),
+                // The generic error (e.g. nothing mapped there) names no id: each id gets it.
+                frame(MsgType::StatusResponse, mgmt::error_reply("unknown request type 0xaa"))};
+  FakeServer srv(ex.script());
+  auto r = run({"--socket", srv.path(), "restart", "a", "b", "c"});
+  srv.wait();
+  CHECK(r.code == 1);
+  CHECK(r.out == "restarted a\n");
+  CHECK(r.err == "b: cliwrap: process not found\nc: unknown request type 0xaa\n");
+  REQUIRE(ex.requests.size() == 3);
+  CHECK(ex.requests[0].header.type == 0xAA);
+  mgmt::RestartRequest req;
+  CHECK(mgmt::decode(ex.requests[1].payload, req).empty());
+  CHECK(req.id == "b");
+
+  Exchange ex2;
+  ex2.replies = {raw_frame(0xAE, mgmt::encode(ok))};
+  FakeServer srv2(ex2.script());
+  r = run({"--socket", srv2.path(), "restart", "--type", "0xAE", "a"});
+  srv2.wait();
+  CHECK(r.code == 0);
+  CHECK(r.out == "restarted a\n");
+  REQUIRE(ex2.requests.size() == 1);
+  CHECK(ex2.requests[0].header.type == 0xAE);
+
+  // An answer on a type that is neither the command's nor 0xA3.
+  Exchange ex3;
+  ex3.replies = {raw_frame(0xAB, mgmt::encode(ok))};
+  FakeServer srv3(ex3.script());
+  r = run({"--socket", srv3.path(), "restart", "a"});
+  CHECK(r.code == 1);
+  CHECK(r.err == "a: protocol error from " + srv3.path() +
+                     ": got message type 0xab where 0xaa was expected\n");
+}
+
+TEST_CASE("mgmtctl signal sends the canonical name and reports the outcome", "[mgmtctl][cli]") {
+  Exchange ex;
+  ex.replies = {raw_frame(0xAB, mgmt::encode(mgmt::SignalResponse{}))};
+  FakeServer srv(ex.script());
+  auto r = run({"--socket", srv.path(), "signal", "--group", "usr1", "web"});
+  srv.wait();
+  CHECK(r.code == 0);
+  CHECK(r.out == "sent SIGUSR1 to the process group of web\n");
+  REQUIRE(ex.requests.size() == 1);
+  CHECK(ex.requests[0].header.type == 0xAB);
+  mgmt::SignalRequest req;
+  CHECK(mgmt::decode(ex.requests[0].payload, req).empty());
+  CHECK(req.id == "web");
+  CHECK(req.sig == "SIGUSR1");
+  CHECK(req.group);
+
+  Exchange ex2;
+  ex2.replies = {raw_frame(0xAB, mgmt::command_error("sending signals is not supported by this backend"))};
+  FakeServer srv2(ex2.script());
+  r = run({"--socket", srv2.path(), "signal", "HUP", "web"});
+  CHECK(r.code == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err == "web: sending signals is not supported by this backend\n");
+}
+
+TEST_CASE("mgmtctl info prints the server, or JSON", "[mgmtctl][cli]") {
+  Exchange ex;
+  ex.replies = {raw_frame(0xAC, mgmt::encode(sample_info()))};
+  FakeServer srv(ex.script());
+  std::ostringstream out, err;
+  mgmtctl::Options o;
+  o.socket = srv.path();
+  o.command = mgmtctl::Command::info;
+  const int code = mgmtctl::run_command(o, out, err, mgmtctl::TimeZone::utc);
+  srv.wait();
+  CHECK(code == 0);
+  CHECK(out.str() == mgmtctl::format_info(sample_info(), mgmtctl::TimeZone::utc));
+  REQUIRE(ex.requests.size() == 1);
+  CHECK(ex.requests[0].header.type == 0xAC);
+  CHECK(ex.requests[0].payload == "\x80");
+
+  Exchange ex2;
+  ex2.replies = {raw_frame(0xAD, mgmt::encode(sample_info()))};
+  FakeServer srv2(ex2.script());
+  auto r = run({"--socket", srv2.path(), "info", "--json", "--type", "0xAD"});
+  CHECK(r.code == 0);
+  CHECK(r.out == mgmtctl::format_info_json(sample_info()));
+
+  Exchange ex3;
+  ex3.replies = {raw_frame(0xAC, mgmt::command_error("no"))};
+  FakeServer srv3(ex3.script());
+  r = run({"--socket", srv3.path(), "info"});
+  CHECK(r.code == 1);
+  CHECK(r.err == "no\n");
+}
+
+TEST_CASE("mgmtctl call: JSON in, JSON out, exit 1 when err is set", "[mgmtctl][cli]") {
+  mgmt::StatusResponse resp;
+  resp.entry = entry("web", "Web", "running", 42);
+  Exchange ex;
+  ex.replies = {raw_frame(0xA3, mgmt::encode(resp)),
+                raw_frame(0xA3, mgmt::error_reply("cliwrap: process not found"))};
+  FakeServer srv(ex.script());
+  auto r = run({"--socket", srv.path(), "call", "0xA2", R"({"id": "web"})"});
+  CHECK(r.code == 0);
+  CHECK(r.out == mgmtctl::msgpack_to_json(mgmt::encode(resp)));
+  CHECK_THAT(r.out, Catch::Contains("\"pid\": 42") && Catch::Contains("\"err\": \"\""));
+  srv.wait();
+  REQUIRE(ex.requests.size() == 1);
+  CHECK(ex.requests[0].header.type == 0xA2);
+  mgmt::StatusRequest req;
+  CHECK(mgmt::decode(ex.requests[0].payload, req).empty());
+  CHECK(req.id == "web");
+
+  // No JSON: an empty payload.
+  Exchange ex2;
+  ex2.replies = {raw_frame(0xA3, mgmt::error_reply("cliwrap: process not found"))};
+  FakeServer srv2(ex2.script());
+  r = run({"--socket", srv2.path(), "call", "0xAA"});
+  srv2.wait();
+  CHECK(r.code == 1);
+  CHECK(r.out == mgmtctl::msgpack_to_json(mgmt::error_reply("cliwrap: process not found")));
+  REQUIRE(ex2.requests.size() == 1);
+  CHECK(ex2.requests[0].payload.empty());
+
+  // An answer that is not MessagePack is a protocol error.
+  Exchange ex3;
+  ex3.replies = {raw_frame(0xAA, "\xC1")};
+  FakeServer srv3(ex3.script());
+  r = run({"--socket", srv3.path(), "call", "0xAA", "{}"});
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::StartsWith("mgmtctl: protocol error from " + srv3.path() +
+                                      ": 0xaa answer: the reply is not MessagePack"));
 }

@@ -1,6 +1,9 @@
 // The process backend's config block: defaults, values and every error's text.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <stdexcept>
 #include <string>
 
@@ -13,8 +16,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-BackendConfig parse(const std::string& yaml) {
-  return parse_backend_config(YAML::Load(yaml), "mgmt.yaml");
+BackendConfig parse(const std::string& yaml, const std::string& file = "mgmt.yaml") {
+  return parse_backend_config(YAML::Load(yaml), file);
 }
 
 // The message of the error parsing `yaml` throws.
@@ -46,6 +49,16 @@ TEST_CASE("process config: defaults", "[process][config]") {
   CHECK(p.stop_timeout == 10s);
   CHECK(p.autostart);
   CHECK(p.log_buffer == 1024 * 1024);
+  CHECK(p.restart_reset_after == 10s);
+  CHECK(p.log_files.dir.empty());
+  CHECK(p.log_files.max_size == 10 * 1024 * 1024);
+  CHECK(p.log_files.max_files == 5);
+  CHECK(p.resources.max_rss == 0);
+  CHECK(p.resources.on_exceed.action == OnExceed::Action::kill);
+  CHECK(p.resources.sample_interval == 1s);
+  CHECK(p.depends_on.empty());
+  CHECK(cfg.state_dir.empty());
+  CHECK(cfg.subreaper);
 }
 
 TEST_CASE("process config: an empty or absent block means no processes", "[process][config]") {
@@ -57,6 +70,10 @@ TEST_CASE("process config: an empty or absent block means no processes", "[proce
 TEST_CASE("process config: every field", "[process][config]") {
   const auto cfg = parse(R"(
 log_buffer: 64KiB
+log_file_dir: /var/log/mgmtd
+log_max_size: 1MiB
+state_dir: /run/mgmtd-state
+subreaper: false
 processes:
   - id: web
     name: Web Server
@@ -71,11 +88,22 @@ processes:
     stop_timeout: 1.5s
     autostart: false
     log_buffer: 1MB
+    restart_reset_after: 1m
+    log_file_dir: logs
+    log_max_files: 0
+    resources: {max_rss: 256MiB, on_exceed: "signal:SIGUSR1", sample_interval: 250ms}
+    depends_on: [worker.2_x-y]
   - id: worker.2_x-y
     command: /bin/sh
     env: ["A=1", "B=x=y"]
-)");
-  REQUIRE(cfg.processes.size() == 2);
+    resources: {max_rss: 1GB, on_exceed: log}
+    depends_on: db
+  - id: db
+    command: /bin/true
+    resources: {max_rss: 1000, on_exceed: "signal:HUP"}
+)",
+                         "/etc/mgmtd/mgmt.yaml");
+  REQUIRE(cfg.processes.size() == 3);
   const ProcessSpec& web = cfg.processes[0];
   CHECK(web.name == "Web Server");
   CHECK(web.command == "python3");
@@ -93,6 +121,26 @@ processes:
   const ProcessSpec& worker = cfg.processes[1];
   CHECK(worker.env == std::vector<std::pair<std::string, std::string>>{{"A", "1"}, {"B", "x=y"}});
   CHECK(worker.log_buffer == 64 * 1024);  // the block's default
+  CHECK(web.restart_reset_after == 1min);
+  CHECK(web.log_files.dir == "/etc/mgmtd/logs");  // relative to the config file
+  CHECK(web.log_files.max_size == 1024 * 1024);   // the block's default
+  CHECK(web.log_files.max_files == 0);
+  CHECK(web.resources.max_rss == 256 * 1024 * 1024);
+  CHECK(web.resources.on_exceed.action == OnExceed::Action::signal);
+  CHECK(web.resources.on_exceed.signal == SIGUSR1);
+  CHECK(web.resources.sample_interval == 250ms);
+  CHECK(web.depends_on == std::vector<std::string>{"worker.2_x-y"});
+  CHECK(worker.log_files.dir == "/var/log/mgmtd");
+  CHECK(worker.log_files.max_files == 5);
+  CHECK(worker.resources.max_rss == 1000 * 1000 * 1000);
+  CHECK(worker.resources.on_exceed.action == OnExceed::Action::log);
+  CHECK(worker.depends_on == std::vector<std::string>{"db"});
+  const ProcessSpec& db = cfg.processes[2];
+  CHECK(db.resources.on_exceed.signal == SIGHUP);
+  CHECK(cfg.state_dir == "/run/mgmtd-state");
+  CHECK_FALSE(cfg.subreaper);
+  // Dependencies first, otherwise file order.
+  CHECK(start_order(cfg.processes) == std::vector<std::size_t>{2, 1, 0});
 }
 
 TEST_CASE("process config: a long backoff raises the default cap", "[process][config]") {
@@ -140,7 +188,8 @@ TEST_CASE("process config: errors name file, line, column and the fix", "[proces
   CHECK(error_of("processes:\n  - id: web\n    command: /bin/true\n    comand: x\n") ==
         "mgmt.yaml:4:5: unknown key \"comand\" in a process (expected one of: id, name, "
         "command, args, env, work_dir, restart, max_restarts, restart_backoff, "
-        "restart_backoff_max, stop_timeout, autostart, log_buffer)");
+        "restart_backoff_max, restart_reset_after, stop_timeout, autostart, log_buffer, "
+        "log_file_dir, log_max_size, log_max_files, resources, depends_on)");
   CHECK(error_of("processes:\n  - command: /bin/true\n") ==
         "mgmt.yaml:2:5: a process needs an id, e.g. `id: web`");
   CHECK(error_of("processes:\n  - id: web\n") ==
@@ -173,7 +222,73 @@ TEST_CASE("process config: errors name file, line, column and the fix", "[proces
         "mgmt.yaml:1:12: processes must be a list of `- id: ...` entries");
   CHECK(error_of("process:\n  - id: web\n") ==
         "mgmt.yaml:1:1: unknown key \"process\" in the process backend's config (expected one "
-        "of: log_buffer, processes)");
+        "of: log_buffer, log_file_dir, log_max_size, log_max_files, state_dir, subreaper, "
+        "processes)");
   CHECK(error_of("processes:\n  - web\n") ==
         "mgmt.yaml:2:5: each entry of processes must be a map with at least id and command");
+}
+
+TEST_CASE("process config: resources, log files, dependencies: errors", "[process][config]") {
+  const std::string head = "processes:\n  - id: web\n    command: x\n";
+  CHECK(error_of(head + "    resources: {on_exceed: kill}\n") ==
+        "mgmt.yaml:4:16: resources needs max_rss, e.g. `max_rss: 512MiB`");
+  CHECK(error_of(head + "    resources: {max_rss: 0}\n") ==
+        "mgmt.yaml:4:26: max_rss must be a size of at least 1 byte such as 10MiB (got \"0\")");
+  CHECK(error_of(head + "    resources: {max_rss: 1MiB, on_exceed: restart}\n") ==
+        "mgmt.yaml:4:43: on_exceed must be kill, log or signal:SIGNAME such as signal:SIGUSR1 "
+        "(got \"restart\")");
+  CHECK(error_of(head + "    resources: {max_rss: 1MiB, on_exceed: \"signal:SIGNOPE\"}\n") ==
+        "mgmt.yaml:4:43: on_exceed must be kill, log or signal:SIGNAME such as signal:SIGUSR1 "
+        "(got \"signal:SIGNOPE\")");
+  CHECK(error_of(head + "    resources: {max_rss: 1MiB, sample_interval: 1ms}\n") ==
+        "mgmt.yaml:4:49: sample_interval must be at least 10ms");
+  CHECK(error_of(head + "    resources: {max_rss: 1MiB, max_cpu: 1}\n") ==
+        "mgmt.yaml:4:32: unknown key \"max_cpu\" in resources (expected one of: max_rss, "
+        "on_exceed, sample_interval)");
+  CHECK(error_of(head + "    resources: 1MiB\n") ==
+        "mgmt.yaml:4:16: resources must be a map such as {max_rss: 512MiB, on_exceed: kill}");
+  CHECK(error_of(head + "    log_max_size: 0\n") ==
+        "mgmt.yaml:4:19: log_max_size must be a size of at least 1 byte such as 10MiB (got \"0\")");
+  CHECK(error_of(head + "    log_file_dir: \"\"\n") ==
+        "mgmt.yaml:4:19: log_file_dir must not be empty");
+  CHECK(error_of(head + "    restart_reset_after: soon\n") ==
+        "mgmt.yaml:4:26: restart_reset_after must be a duration such as 250ms, 5s, 2m or 1h "
+        "(got \"soon\")");
+  CHECK(error_of(head + "    depends_on: [db]\n") ==
+        "mgmt.yaml:4:18: process web depends on \"db\", which is not a configured process id");
+  CHECK(error_of(head + "    depends_on: {db: 1}\n") ==
+        "mgmt.yaml:4:17: depends_on must be a list of process ids, e.g. [db, cache]");
+  CHECK(error_of(head + "    depends_on: web\n") ==
+        "mgmt.yaml:4:17: dependency cycle: web -> web (depends_on must not loop back; remove "
+        "one of these)");
+  CHECK(error_of("processes:\n"
+                 "  - {id: a, command: x, depends_on: [b]}\n"
+                 "  - {id: b, command: x, depends_on: [c]}\n"
+                 "  - {id: c, command: x, depends_on: [d, a]}\n"
+                 "  - {id: d, command: x}\n") ==
+        "mgmt.yaml:4:41: dependency cycle: a -> b -> c -> a (depends_on must not loop back; "
+        "remove one of these)");
+}
+
+TEST_CASE("process config: signal names", "[process][config]") {
+  CHECK(parse_signal("SIGUSR1") == SIGUSR1);
+  CHECK(parse_signal("USR2") == SIGUSR2);
+  CHECK(parse_signal("TERM") == SIGTERM);
+  CHECK(parse_signal("9") == SIGKILL);
+  CHECK(parse_signal("") == 0);
+  CHECK(parse_signal("SIG") == 0);
+  CHECK(parse_signal("sigterm") == 0);
+  CHECK(parse_signal("0") == 0);
+  CHECK(parse_signal("999") == 0);
+}
+
+TEST_CASE("process config: relative folders are taken relative to the config file",
+          "[process][config]") {
+  const auto cfg = parse("state_dir: ../state\nlog_file_dir: logs\nprocesses:\n"
+                         "  - {id: web, command: x}\n  - {id: db, command: x, log_file_dir: /abs}\n",
+                         "/etc/mgmtd/mgmt.yaml");
+  CHECK(cfg.state_dir == "/etc/state");
+  CHECK(cfg.processes[0].log_files.dir == "/etc/mgmtd/logs");
+  CHECK(cfg.processes[1].log_files.dir == "/abs");
+  CHECK(default_state_dir().find("/mgmtd-" + std::to_string(::geteuid())) != std::string::npos);
 }

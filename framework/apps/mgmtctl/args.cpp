@@ -4,6 +4,8 @@
 #include <string_view>
 
 #include "duration.hpp"
+#include "format.hpp"
+#include "mgmt/commands.hpp"
 
 namespace mgmtctl {
 
@@ -16,6 +18,10 @@ std::optional<Command> command_named(std::string_view s) {
   if (s == "stop") return Command::stop;
   if (s == "logs") return Command::logs;
   if (s == "events") return Command::events;
+  if (s == "restart") return Command::restart;
+  if (s == "signal") return Command::signal;
+  if (s == "info") return Command::info;
+  if (s == "call") return Command::call;
   if (s == "help") return Command::help;
   if (s == "version") return Command::version;
   return std::nullopt;
@@ -29,6 +35,10 @@ std::string_view command_name(Command c) {
     case Command::stop: return "stop";
     case Command::logs: return "logs";
     case Command::events: return "events";
+    case Command::restart: return "restart";
+    case Command::signal: return "signal";
+    case Command::info: return "info";
+    case Command::call: return "call";
     case Command::help: return "help";
     case Command::version: return "version";
     case Command::none: break;
@@ -38,11 +48,16 @@ std::string_view command_name(Command c) {
 
 // Which command a command-specific flag belongs to; global flags are not listed.
 bool flag_applies(std::string_view flag, Command c) {
-  if (flag == "json") return c == Command::list || c == Command::status;
+  if (flag == "json") return c == Command::list || c == Command::status || c == Command::info;
+  if (flag == "group") return c == Command::signal;
   if (flag == "stream" || flag == "follow" || flag == "since" || flag == "lines") {
     return c == Command::logs;
   }
-  if (flag == "process" || flag == "type") return c == Command::events;
+  if (flag == "process") return c == Command::events;
+  if (flag == "type") {
+    return c == Command::events || c == Command::restart || c == Command::signal ||
+           c == Command::info;
+  }
   return true;
 }
 
@@ -52,7 +67,8 @@ bool takes_value(std::string_view flag) {
 }
 
 bool is_bool_flag(std::string_view flag) {
-  return flag == "help" || flag == "version" || flag == "json" || flag == "follow";
+  return flag == "help" || flag == "version" || flag == "json" || flag == "follow" ||
+         flag == "group";
 }
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
@@ -79,6 +95,21 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
+std::optional<std::uint8_t> parse_type(const std::string& s) {
+  std::string_view digits = s;
+  int base = 10;
+  if (digits.size() > 2 && digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X')) {
+    digits.remove_prefix(2);
+    base = 16;
+  }
+  unsigned v = 0;
+  const auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v, base);
+  if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size() || v > 0xFF) {
+    return std::nullopt;
+  }
+  return static_cast<std::uint8_t>(v);
+}
+
 ParseResult parse_args(int argc, const char* const* argv) {
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
@@ -98,6 +129,7 @@ ParseResult parse_args(const std::vector<std::string>& args) {
   bool positional_only = false;
   std::vector<std::string> positionals;
   std::vector<std::string> command_flags;  // checked against the command once it is known
+  std::vector<std::string> type_values;    // --type: event types or a message type
 
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -143,7 +175,8 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       if (name == "version") want_version = v;
       if (name == "json") o.json = v;
       if (name == "follow") o.follow = v;
-      if (name == "json" || name == "follow") command_flags.push_back(name);
+      if (name == "group") o.group = v;
+      if (name == "json" || name == "follow" || name == "group") command_flags.push_back(name);
       continue;
     }
     if (!takes_value(name)) return usage("unknown flag " + quoted(a));
@@ -192,8 +225,7 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       auto v = split_list(value);
       o.processes.insert(o.processes.end(), v.begin(), v.end());
     } else if (name == "type") {
-      auto v = split_list(value);
-      o.types.insert(o.types.end(), v.begin(), v.end());
+      type_values.push_back(value);  // its meaning depends on the command
     }
   }
 
@@ -228,10 +260,56 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       break;
     case Command::start:
     case Command::stop:
+    case Command::restart:
       if (positionals.empty()) return usage(cmd + " needs at least one process id");
       break;
+    case Command::info:
+      if (!positionals.empty()) {
+        return usage(cmd + " takes no arguments, got " + quoted(positionals.front()));
+      }
+      break;
+    case Command::signal: {
+      if (positionals.size() != 2) {
+        return usage("signal needs a signal name and a process id (signal [--group] HUP web)");
+      }
+      const int signo = mgmt::signal_number(positionals[0]);
+      if (signo == 0) {
+        return usage("unknown signal " + quoted(positionals[0]) +
+                     " (examples: HUP, SIGTERM, USR1, 9)");
+      }
+      o.signal = mgmt::signal_name(signo);
+      positionals.erase(positionals.begin());
+      break;
+    }
+    case Command::call: {
+      if (positionals.empty() || positionals.size() > 2) {
+        return usage("call needs a message type and optionally a JSON object (call 0xAC '{}')");
+      }
+      o.msg_type = parse_type(positionals[0]);
+      if (!o.msg_type) {
+        return usage("invalid message type " + quoted(positionals[0]) +
+                     " (want 0x00..0xff or 0..255)");
+      }
+      if (positionals.size() == 2) {
+        if (auto e = json_object_error(positionals[1]); !e.empty()) return usage(e);
+        o.json_payload = positionals[1];
+      }
+      positionals.clear();
+      break;
+    }
     default:
       break;
+  }
+  for (const auto& value : type_values) {
+    if (o.command == Command::events) {
+      auto v = split_list(value);
+      o.types.insert(o.types.end(), v.begin(), v.end());
+    } else {
+      o.msg_type = parse_type(value);
+      if (!o.msg_type) {
+        return usage("invalid --type value " + quoted(value) + ": want a message type such as 0xAA");
+      }
+    }
   }
   if (o.command == Command::logs && o.follow && o.stream == Stream::all) {
     return usage("--follow needs one stream: add --stream stdout or --stream stderr");

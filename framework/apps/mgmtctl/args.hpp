@@ -10,7 +10,11 @@
 
 namespace mgmtctl {
 
-enum class Command { none, help, version, list, status, start, stop, logs, events };
+enum class Command {
+  none, help, version, list, status, start, stop, logs, events,
+  // Extra commands (types 0xAA..0xAF; which one is mgmt.yaml's business).
+  restart, signal, info, call
+};
 
 // Which log stream(s) `logs` shows.
 enum class Stream { out, err, all };
@@ -20,9 +24,9 @@ struct Options {
   std::optional<std::string> socket;       // --socket PATH: wins over discovery
   std::optional<std::string> runtime_dir;  // --runtime-dir DIR
   Command command = Command::none;
-  // list, status.
+  // list, status, info.
   bool json = false;
-  // status: one id; start/stop: one or more; logs: one.
+  // status, logs, signal: one id; start, stop, restart: one or more.
   std::vector<std::string> ids;
   // logs.
   Stream stream = Stream::all;
@@ -32,6 +36,14 @@ struct Options {
   // events.
   std::vector<std::string> processes;  // --process a,b
   std::vector<std::string> types;      // --type t1,t2
+  // restart, signal, info: --type 0xNN, the message type the server maps the command to
+  // (unset: the stock 0xAA, 0xAB, 0xAC). call: the TYPE argument.
+  std::optional<std::uint8_t> msg_type;
+  // signal.
+  std::string signal;  // canonical name, "SIGHUP"
+  bool group = false;  // --group
+  // call: the request as JSON text ("" = no payload).
+  std::string json_payload;
 };
 
 // Either options or a usage error (one line, without the "try --help" hint).
@@ -47,5 +59,8 @@ ParseResult parse_args(int argc, const char* const* argv);
 
 // Splits "a, b,,c" into {"a","b","c"}: blanks dropped, as the Go CLI does.
 std::vector<std::string> split_list(const std::string& s);
+
+// "0xAB", "0xab" or "171"; nullopt for anything else or a value over 0xff.
+std::optional<std::uint8_t> parse_type(const std::string& s);
 
 }  // namespace mgmtctl

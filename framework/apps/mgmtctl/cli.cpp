@@ -23,6 +23,16 @@ Commands:
                                  print a process's output; --follow needs one stream
   events [--process a,b] [--type t1,t2]
                                  stream lifecycle events until the server closes
+  restart [--type 0xNN] <id>...  stop, then start processes
+  signal [--group] [--type 0xNN] <SIGNAL> <id>
+                                 send a signal (HUP, SIGTERM, USR1, 9...) to a process,
+                                 or with --group to its whole process group
+  info [--json] [--type 0xNN]    server version, plugin ABI, uptime, config file and
+                                 the loaded plugins with their versions and files
+  call <TYPE> [JSON]             send any request (a JSON object, converted to
+                                 MessagePack; none: an empty payload) and print the
+                                 answer as JSON (byte strings as base64); exit 1 when
+                                 the answer's "err" is set
   help                           show this help
   version                        print the version
 
@@ -36,6 +46,8 @@ Without --socket the socket is found as cliwrap finds it: --runtime-dir, then
 $CLIWRAP_RUNTIME_DIR, then the hint file <cache dir>/cliwrap/runtime-dir written
 by the server, then $TMPDIR/cliwrap/manager.sock (/tmp when TMPDIR is unset).
 Durations are Go's: 500ms, 90s, 5m, 1h30m.
+restart, signal and info are extra commands: mgmt.yaml maps them to a message type
+(stock: restart 0xAA, signal 0xAB, info 0xAC); --type reaches them on another one.
 
 Exit codes: 0 success, 1 failure (connection, server or protocol error), 2 usage error.
 )";

@@ -4,7 +4,10 @@
 #include <ostream>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "mgmt/client.hpp"
+#include "mgmt/commands.hpp"
 #include "mgmt/messages.hpp"
 
 namespace mgmtctl {
@@ -40,6 +43,21 @@ T expect(const mgmt::Client& c, const mgmt::Frame& f, MsgType want) {
   }
   protocol_error(c, "got message type " + mgmt::type_hex(f.header.type) + " where " +
                         mgmt::type_hex(to_byte(want)) + " was expected");
+}
+
+// An extra command's answer: a frame of the request's own type (decoded as T), or the
+// protocol's generic error reply (0xA3, e.g. "unknown request type 0xaa" when the server
+// maps nothing there), which becomes a ServerError.
+template <class T>
+T expect_command(const mgmt::Client& c, const mgmt::Frame& f, std::uint8_t type) {
+  if (f.header.type == type) {
+    T v;
+    if (auto e = mgmt::decode(f.payload, v); !e.empty()) {
+      protocol_error(c, "cannot decode the " + mgmt::type_hex(type) + " answer: " + e);
+    }
+    return v;
+  }
+  return expect<T>(c, f, static_cast<MsgType>(type));
 }
 
 void write_data(std::ostream& os, const std::string& d) {
@@ -90,6 +108,65 @@ int cmd_start_stop(mgmt::Client& c, const Options& o, std::ostream& out, std::os
     }
   }
   return rc;
+}
+
+// restart: one request per id, like stop.
+int cmd_restart(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
+  const auto type = o.msg_type.value_or(mgmt::kRestartCommandType);
+  int rc = kExitOk;
+  for (const auto& id : o.ids) {
+    try {
+      const auto f = c.call(type, mgmt::encode(mgmt::RestartRequest{id}));
+      const auto resp = expect_command<mgmt::RestartResponse>(c, f, type);
+      if (!resp.err.empty()) throw ServerError(resp.err);
+      out << "restarted " << id << '\n';
+      out.flush();
+    } catch (const ServerError& e) {
+      err << id << ": " << e.what() << '\n';
+      rc = kExitFailure;
+    } catch (const std::exception& e) {
+      err << id << ": " << e.what() << '\n';
+      return kExitFailure;
+    }
+  }
+  return rc;
+}
+
+int cmd_signal(mgmt::Client& c, const Options& o, std::ostream& out) {
+  const auto type = o.msg_type.value_or(mgmt::kSignalCommandType);
+  const auto f = c.call(type, mgmt::encode(mgmt::SignalRequest{o.ids[0], o.signal, o.group}));
+  const auto resp = expect_command<mgmt::SignalResponse>(c, f, type);
+  if (!resp.err.empty()) throw ServerError(o.ids[0] + ": " + resp.err);
+  out << "sent " << o.signal << " to " << (o.group ? "the process group of " : "") << o.ids[0]
+      << '\n';
+  return kExitOk;
+}
+
+int cmd_info(mgmt::Client& c, const Options& o, std::ostream& out, TimeZone tz) {
+  const auto type = o.msg_type.value_or(mgmt::kInfoCommandType);
+  const auto f = c.call(type, mgmt::encode(mgmt::InfoRequest{}));
+  const auto resp = expect_command<mgmt::InfoResponse>(c, f, type);
+  if (!resp.err.empty()) throw ServerError(resp.err);
+  out << (o.json ? format_info_json(resp) : format_info(resp, tz));
+  return kExitOk;
+}
+
+// call: any request, any answer, as JSON. Exit 1 when the answer's `err` is a non-empty
+// string (the protocol's and the extra commands' convention), 0 otherwise.
+int cmd_call(mgmt::Client& c, const Options& o, std::ostream& out) {
+  const std::string payload = o.json_payload.empty() ? std::string() : json_to_msgpack(o.json_payload);
+  const auto f = c.call(*o.msg_type, payload);
+  std::string text;
+  try {
+    text = msgpack_to_json(f.payload);
+  } catch (const std::invalid_argument& e) {
+    protocol_error(c, mgmt::type_hex(f.header.type) + " answer: " + e.what());
+  }
+  out << text;
+  const auto j = nlohmann::json::from_msgpack(f.payload, /*strict=*/true, /*allow_exceptions=*/false);
+  const bool failed = j.is_object() && j.contains("err") && j["err"].is_string() &&
+                      !j["err"].get_ref<const std::string&>().empty();
+  return failed ? kExitFailure : kExitOk;
 }
 
 std::int64_t since_to_unix_nanos(std::chrono::nanoseconds since) {
@@ -164,6 +241,10 @@ int run_command(const Options& o, std::ostream& out, std::ostream& err, TimeZone
       case Command::stop: return cmd_start_stop(c, o, out, err);
       case Command::logs: return cmd_logs(c, o, out, err);
       case Command::events: return cmd_events(c, o, out, tz);
+      case Command::restart: return cmd_restart(c, o, out, err);
+      case Command::signal: return cmd_signal(c, o, out);
+      case Command::info: return cmd_info(c, o, out, tz);
+      case Command::call: return cmd_call(c, o, out);
       default: break;
     }
     err << "mgmtctl: internal error: no server command to run\n";

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <ctime>
 #include <iterator>
+#include <stdexcept>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -184,5 +185,150 @@ std::string format_list_json(const std::vector<mgmt::Entry>& entries) {
 }
 
 std::string format_status_json(const mgmt::Entry& e) { return dump(entry_json(e)); }
+
+// ---------------------------------------------------------------------------------------
+// Extra commands
+
+namespace {
+
+// Rows laid out like format_table: every column but the last padded to its widest cell
+// plus two spaces.
+std::string tabulate(const std::vector<std::vector<std::string>>& rows, std::string_view indent) {
+  std::vector<std::size_t> width;
+  for (const auto& row : rows) {
+    if (row.size() > width.size()) width.resize(row.size(), 0);
+    for (std::size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], display_width(row[c]));
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    out += indent;
+    for (std::size_t c = 0; c < row.size(); ++c) {
+      out += c + 1 < row.size() ? pad_right(row[c], width[c] + 2) : row[c];
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+// bin and ext values (nlohmann's "binary") become base64 strings, recursively.
+void binary_to_base64(nlohmann::ordered_json& j) {
+  if (j.is_binary()) {
+    const auto& b = j.get_binary();
+    j = base64(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+  } else if (j.is_structured()) {
+    for (auto& v : j) binary_to_base64(v);
+  }
+}
+
+}  // namespace
+
+std::string format_uptime(std::int64_t nanos) {
+  std::int64_t s = nanos > 0 ? nanos / 1'000'000'000 : 0;
+  const std::int64_t h = s / 3600;
+  const std::int64_t m = s / 60 % 60;
+  s %= 60;
+  std::string out;
+  if (h > 0) out += std::to_string(h) + "h";
+  if (h > 0 || m > 0) out += std::to_string(m) + "m";
+  out += std::to_string(s) + "s";
+  return out;
+}
+
+std::string format_info(const mgmt::InfoResponse& info, TimeZone tz) {
+  std::string out;
+  out += "Server:   mgmtd " + info.version + " (plugin ABI " + std::to_string(info.abi) +
+         "), pid " + std::to_string(info.pid) + "\n";
+  out += "Started:  " + format_time(info.started_at, tz) + " (up " + format_uptime(info.uptime) +
+         ")\n";
+  out += "Config:   " + info.config + "\n";
+  out += "Plugins:\n";
+  std::vector<std::vector<std::string>> rows{{"TYPE", "KIND", "NAME", "VERSION", "FILE"}};
+  for (const auto& p : info.plugins) {
+    rows.push_back({p.kind == "backend" ? "-" : mgmt::type_hex(p.type), p.kind, p.name,
+                    p.version, p.path});
+  }
+  out += tabulate(rows, "  ");
+  return out;
+}
+
+std::string format_info_json(const mgmt::InfoResponse& info) {
+  nlohmann::ordered_json j;
+  j["version"] = info.version;
+  j["abi"] = info.abi;
+  j["pid"] = info.pid;
+  j["started_at"] = info.started_at;
+  j["uptime"] = info.uptime;
+  j["config"] = info.config;
+  auto plugins = nlohmann::ordered_json::array();
+  for (const auto& p : info.plugins) {
+    nlohmann::ordered_json pj;
+    pj["type"] = p.type;
+    pj["kind"] = p.kind;
+    pj["name"] = p.name;
+    pj["version"] = p.version;
+    pj["path"] = p.path;
+    plugins.push_back(std::move(pj));
+  }
+  j["plugins"] = std::move(plugins);
+  return dump(j);
+}
+
+std::string base64(std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const auto n = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16 |
+                   static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8 |
+                   static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 2]));
+    out += kAlphabet[n >> 18 & 63];
+    out += kAlphabet[n >> 12 & 63];
+    out += kAlphabet[n >> 6 & 63];
+    out += kAlphabet[n & 63];
+  }
+  if (const std::size_t rest = bytes.size() - i; rest > 0) {
+    std::uint32_t n = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
+    if (rest == 2) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
+    out += kAlphabet[n >> 18 & 63];
+    out += kAlphabet[n >> 12 & 63];
+    out += rest == 2 ? kAlphabet[n >> 6 & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::string json_object_error(std::string_view json) {
+  const auto j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return "the request is not valid JSON: " + std::string(json);
+  if (!j.is_object()) {
+    return "the request must be a JSON object (payloads are maps), got " + std::string(json);
+  }
+  return {};
+}
+
+std::string json_to_msgpack(std::string_view json) {
+  nlohmann::ordered_json j;
+  try {
+    j = nlohmann::ordered_json::parse(json);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(std::string("invalid JSON: ") + e.what());
+  }
+  const std::vector<std::uint8_t> bytes = nlohmann::ordered_json::to_msgpack(j);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::string msgpack_to_json(std::string_view payload) {
+  if (payload.empty()) return "{}\n";
+  nlohmann::ordered_json j;
+  try {
+    j = nlohmann::ordered_json::from_msgpack(payload.begin(), payload.end());
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(std::string("the reply is not MessagePack: ") + e.what());
+  }
+  binary_to_base64(j);
+  return dump(j);
+}
 
 }  // namespace mgmtctl

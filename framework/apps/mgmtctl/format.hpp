@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mgmt/commands.hpp"
 #include "mgmt/messages.hpp"
 
 namespace mgmtctl {
@@ -28,6 +29,26 @@ std::string format_event_line(const mgmt::EventsStream& ev, TimeZone tz = TimeZo
 // JSON: every field of the entry, extensions only when set. Pretty-printed, newline-ended.
 std::string format_list_json(const std::vector<mgmt::Entry>& entries);
 std::string format_status_json(const mgmt::Entry& e);
+
+// `info`: the server, its uptime, its configuration file, then a table of the plugins
+// (`TYPE  KIND  NAME  VERSION  FILE`, the backend's type shown as "-").
+std::string format_info(const mgmt::InfoResponse& info, TimeZone tz = TimeZone::local);
+// `info --json`: every field, plugins as an array of objects. Pretty-printed.
+std::string format_info_json(const mgmt::InfoResponse& info);
+// Nanoseconds as Go prints a duration truncated to seconds: "1h2m3s", "4m0s", "59s".
+std::string format_uptime(std::int64_t nanos);
+
+// "" when `json` is a JSON object, else a one-line reason for a usage error.
+std::string json_object_error(std::string_view json);
+// `call`: a JSON object (text) to the MessagePack map it stands for. Strings become str,
+// integers the smallest encoding that holds them. Throws std::invalid_argument.
+std::string json_to_msgpack(std::string_view json);
+// `call`: a MessagePack payload as pretty JSON (newline-ended); an empty payload is `{}`.
+// JSON has no byte strings: msgpack bin (and ext) values become base64 strings.
+// Throws std::invalid_argument when the payload is not MessagePack.
+std::string msgpack_to_json(std::string_view payload);
+// RFC 4648 base64 with padding.
+std::string base64(std::string_view bytes);
 
 // 12582912 → "12.0 MiB"; under 1 KiB in bytes ("512 B").
 std::string format_bytes(std::uint64_t n);

@@ -2,6 +2,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -31,6 +32,9 @@ std::string builtin_plugin_dir() {
 }
 
 struct Loaded {
+  // What the plugins see as env.server (the `info` command). First, so it outlives them; on
+  // the heap, so its address survives moving Loaded.
+  std::unique_ptr<mgmt::ServerInfo> server = std::make_unique<mgmt::ServerInfo>();
   std::shared_ptr<mgmt::Backend> backend;
   mgmt::Dispatcher dispatcher;
   std::vector<std::string> summary;  // one line per plugin, for --check
@@ -42,12 +46,22 @@ Loaded load_plugins(const mgmt::ServerConfig& cfg, const std::shared_ptr<spdlog:
   auto describe = [](const std::string& role, const mgmt::PluginHandle& h) {
     return role + ": " + h.info->name + " " + h.version.str() + " (" + h.path + ")";
   };
+  out.server->version = MGMTD_VERSION;
+  out.server->started_at = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  out.server->config_file = fs::absolute(cfg.file).string();
+  auto record = [&](std::uint8_t type, const mgmt::PluginHandle& h) {
+    out.server->plugins.push_back({type, h.info->name, h.info->kind, h.version.str(), h.path});
+  };
 
   const auto bh = loader.load(cfg.backend, mgmt::PluginKind::backend);
   mgmt::PluginEnv benv;
   benv.config = cfg.backend.config;
   benv.config_file = cfg.file;
   benv.log = log->clone(bh.info->name);
+  benv.server = out.server.get();
+  record(0, bh);
   out.backend = loader.make_backend(bh, cfg.backend, benv);
   out.summary.push_back(describe("backend", bh));
 
@@ -59,6 +73,8 @@ Loaded load_plugins(const mgmt::ServerConfig& cfg, const std::shared_ptr<spdlog:
     env.config = ref.config;
     env.config_file = cfg.file;
     env.log = log->clone(hh.info->name);
+    env.server = out.server.get();
+    record(type, hh);
     out.dispatcher.set(type, loader.make_handler(hh, ref, env),
                        ref.right.value_or(mgmt::default_right(type)));
     out.summary.push_back(describe(mgmt::type_hex(type), hh));

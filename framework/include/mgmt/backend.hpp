@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mgmt/messages.hpp"
@@ -85,6 +86,18 @@ class Backend {
   // Every event from now on. Filtering is the subscriber's business.
   virtual std::unique_ptr<Subscription> subscribe_events(
       std::function<void(const Event&)> on_event) = 0;
+
+  // Sends signal `signo` to the process `id`, or to its whole process group when `group`.
+  // `done` is invoked exactly once, possibly from another thread, possibly before return,
+  // with the entry after the signal was sent (err set on failure: unknown id, not running).
+  // Used by the stock `signal` command. The default answers that this backend does not
+  // support it, so backends written before this method existed keep compiling.
+  // (Declared last so that the slots of the methods above keep their vtable positions.)
+  virtual void signal(std::string_view /*id*/, int /*signo*/, bool /*group*/, OpDone done) {
+    OpResult r;
+    r.err = "sending signals is not supported by this backend";
+    done(std::move(r));
+  }
 };
 
 }  // namespace mgmt

@@ -1,17 +1,52 @@
 // The plugin contract: how a shared object tells mgmtd what it is and how to create it.
 //
+// Plugin ABI (kAbiVersion below, currently 1)
+// -------------------------------------------
+// mgmtd and its plugins share C++ types across the shared-object boundary: the classes
+// Backend, Handler and Exchange (their virtual tables), and the structs PluginInfo,
+// PluginEnv, ServerInfo, Entry, OpResult, Event, LogQuery and FollowResult, all passed by
+// reference or pointer. kAbiVersion names one layout of all of them. It is bumped whenever
+// one of them changes layout or meaning: a member added anywhere but at the end of a
+// struct only the server creates (PluginEnv, ServerInfo), a virtual function added,
+// reordered or removed, a changed signature. A server refuses a plugin built for another
+// number ("was built for plugin ABI N, this mgmtd loads ABI M"). New free functions and
+// new headers do not bump it. Both sides must also use the same C++ standard library
+// (libstdc++ on Debian): std::string, std::vector, std::function and std::shared_ptr cross
+// the boundary.
+//
+// The contract
+// ------------
 // A plugin exports `mgmt_plugin_info` and one factory, all extern "C":
 //   const mgmt::PluginInfo* mgmt_plugin_info();
 //   mgmt::Handler* mgmt_create_handler(const mgmt::PluginEnv&);   // kind handler or command
 //   mgmt::Backend* mgmt_create_backend(const mgmt::PluginEnv&);   // kind backend
-// The macros below write these. The loader reads the info first and refuses the plugin
-// unless `abi` equals the server's kAbiVersion; a factory may throw to refuse its config,
-// and the message reaches the user.
+// The macros below write these. The loader:
+//   1. dlopens the file with RTLD_NOW | RTLD_LOCAL (an unresolved symbol is an error at
+//      start-up, not a crash later);
+//   2. reads the info and refuses the plugin unless `abi` equals the server's kAbiVersion,
+//      `kind` is what the configuration slot needs (handler for 0xA0..0xA9, command for
+//      0xAA..0xAF, backend for `backend:`) and `version` (a semantic version) satisfies the
+//      slot's `version:` constraint; every refusal names the file, what the plugin reports
+//      and what was required;
+//   3. calls the factory once. A factory may throw to refuse its configuration; the
+//      exception's text reaches the user. The backend is created first (env.backend is
+//      null for it), then every handler and command with env.backend set.
+// Objects are destroyed by the server with `delete` (so the factory must return `new T`);
+// each holds a reference to its library, which is unmapped after its last object is gone.
+// Threading: see backend.hpp (a backend's methods are called from the I/O thread and
+// must not block) and handler.hpp (handle() runs on the I/O thread and must not block).
+//
+// Building a plugin: `mgmt_add_plugin(<name> SOURCES ... [VERSION x.y.z])` from the SDK's
+// CMake package (find_package(mgmt)) builds <name>.so with hidden visibility, defines
+// MGMT_PLUGIN_NAME and MGMT_PLUGIN_VERSION for the macros below, and MGMT_PLUGIN_BUILD_ABI,
+// which this header checks against kAbiVersion (a mismatch means the include path mixes
+// two SDKs).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
@@ -24,7 +59,8 @@ class logger;
 
 namespace mgmt {
 
-// Bump whenever a type crossing the plugin boundary changes layout or meaning.
+// The plugin ABI this header describes (see the top of this file for what bumps it).
+// CMake reads this line to set MGMT_ABI_VERSION: keep it on one line.
 inline constexpr std::uint32_t kAbiVersion = 1;
 
 enum class PluginKind : std::uint32_t { handler = 1, backend = 2, command = 3 };
@@ -37,12 +73,35 @@ struct PluginInfo {
   const char* summary;  // one line for humans
 };
 
+// One plugin the server has loaded, as the stock `info` command reports it.
+struct LoadedPlugin {
+  std::uint8_t type = 0;  // the message type it serves; 0 for the backend
+  std::string name;       // PluginInfo::name
+  PluginKind kind = PluginKind::handler;
+  std::string version;    // PluginInfo::version, normalised ("1.2.0")
+  std::string path;       // the shared object it was loaded from
+};
+
+// Facts about the running server, for plugins that report on it. mgmtd fills it while it
+// loads the plugins (a plugin created early sees the list still growing in its
+// constructor); it is complete, and no longer changes, once requests are served.
+struct ServerInfo {
+  std::string version;                // mgmtd's own version
+  std::uint32_t abi = kAbiVersion;    // the plugin ABI it loads
+  std::int64_t started_at = 0;        // unix nanos
+  std::string config_file;            // absolute path of mgmt.yaml
+  std::vector<LoadedPlugin> plugins;  // backend first, then by message type
+};
+
 // What a plugin receives when it is created.
 struct PluginEnv {
   Backend* backend = nullptr;         // null when creating the backend itself
   YAML::Node config;                  // the plugin's `config:` block (may be null)
   std::string config_file;            // mgmt.yaml path, for error messages
   std::shared_ptr<spdlog::logger> log;
+  // The server, valid for the plugin's whole life (null only when a host other than mgmtd
+  // creates the plugin, e.g. a unit test).
+  const ServerInfo* server = nullptr;
 };
 
 const char* kind_name(PluginKind k) noexcept;
@@ -50,6 +109,13 @@ const char* kind_name(PluginKind k) noexcept;
 }  // namespace mgmt
 
 #define MGMT_PLUGIN_EXPORT extern "C" __attribute__((visibility("default")))
+
+// Defined by mgmt_add_plugin() from the CMake package's MGMT_ABI_VERSION.
+#ifdef MGMT_PLUGIN_BUILD_ABI
+static_assert(MGMT_PLUGIN_BUILD_ABI == ::mgmt::kAbiVersion,
+              "mgmt_add_plugin() and mgmt/plugin.hpp come from different SDKs (plugin ABI "
+              "numbers differ): check CMAKE_PREFIX_PATH and the include path");
+#endif
 
 #define MGMT_PLUGIN_INFO_(KIND, NAME, VERSION, SUMMARY)                                   \
   MGMT_PLUGIN_EXPORT const ::mgmt::PluginInfo* mgmt_plugin_info() {                       \

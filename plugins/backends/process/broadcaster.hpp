@@ -30,6 +30,11 @@ class Broadcaster {
     return std::make_unique<Token>(shared_, key);
   }
 
+  bool has_subscribers() const {
+    std::lock_guard lock(shared_->mu);
+    return !shared_->subs.empty();
+  }
+
   void publish(T value) {
     std::lock_guard lock(shared_->mu);
     shared_->publisher.store(std::this_thread::get_id(), std::memory_order_relaxed);

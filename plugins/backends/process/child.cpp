@@ -12,6 +12,8 @@
 #include <cstring>
 #include <system_error>
 
+#include "proc_stat.hpp"
+
 namespace mgmt::process {
 
 namespace {
@@ -175,6 +177,8 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
   ::setpgid(pid, pid);
   // Through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C" and does not link from C++.
   c.pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  // The child cannot be reaped before we are done here, so /proc/<pid> is still its.
+  if (const auto st = read_proc_stat(pid)) c.start_time_ = st->start_time;
   c.path_ = plan.path;
   c.work_dir_ = plan.work_dir;
   return c;

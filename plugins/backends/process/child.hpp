@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <variant>
@@ -52,6 +53,8 @@ class Child {
   ~Child() = default;
 
   pid_t pid() const noexcept { return pid_; }
+  // From /proc/<pid>/stat at spawn: with the pid, names this child even after pid reuse.
+  std::uint64_t start_time() const noexcept { return start_time_; }
   // Readable once the child has exited; -1 when pidfd_open is unavailable (poll instead).
   int pidfd() const noexcept { return pidfd_.get(); }
   // Read ends, non-blocking; -1 once closed.
@@ -77,6 +80,7 @@ class Child {
   Child() = default;
 
   pid_t pid_ = 0;
+  std::uint64_t start_time_ = 0;
   UniqueFd pidfd_;
   UniqueFd streams_[2];
   UniqueFd status_;

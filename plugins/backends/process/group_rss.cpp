@@ -1,37 +1,30 @@
 #include "group_rss.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <sstream>
+#include <cstdlib>
 #include <string>
+
+#include "proc_stat.hpp"
 
 namespace mgmt::process {
 
 namespace {
 
-// The process group from /proc/<pid>/stat, or -1. The fields after the command name,
-// which may itself hold spaces and ')', start after the last ')'.
-pid_t pgrp_of(const std::string& pid) {
-  std::ifstream in("/proc/" + pid + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return -1;
-  const auto close = line.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream fields(line.substr(close + 1));
-  char state = 0;
-  long ppid = 0, pgrp = -1;
-  if (!(fields >> state >> ppid >> pgrp)) return -1;
-  return static_cast<pid_t>(pgrp);
-}
-
 std::uint64_t resident_bytes(const std::string& pid) {
-  std::ifstream in("/proc/" + pid + "/statm");
-  std::uint64_t size = 0, resident = 0;
-  if (!(in >> size >> resident)) return 0;
+  const std::string path = "/proc/" + pid + "/statm";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[256];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char* p = buf;
+  std::strtoull(p, &p, 10);  // size
+  const std::uint64_t resident = std::strtoull(p, nullptr, 10);
   return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
@@ -45,9 +38,9 @@ std::map<pid_t, std::uint64_t> group_rss(const std::set<pid_t>& pgids) {
   while (const dirent* e = ::readdir(proc)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     const std::string pid(e->d_name);
-    const pid_t pgrp = pgrp_of(pid);
-    if (pgids.count(pgrp) == 0) continue;
-    out[pgrp] += resident_bytes(pid);
+    const auto st = read_proc_stat(pid);
+    if (!st || pgids.count(st->pgrp) == 0) continue;
+    out[st->pgrp] += resident_bytes(pid);
   }
   ::closedir(proc);
   return out;

@@ -6,18 +6,30 @@ namespace mgmt::process {
 
 LogRing::LogRing(std::size_t capacity) : capacity_(std::max<std::size_t>(capacity, 1)) {}
 
-std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes) {
+void LogRing::drop_front(std::size_t n) noexcept {
+  const std::uint64_t from = std::max(begin_, read_upto_);
+  const std::uint64_t to = begin_ + n;
+  if (to > from) unread_dropped_ += to - from;
+  begin_ = to;
+}
+
+std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool delivered) {
   if (bytes.empty()) return 0;
   std::size_t dropped = 0;
+  end_ += bytes.size();  // the stream grows by the whole chunk, stored or not
+  if (delivered) read_upto_ = end_;
   if (bytes.size() >= capacity_) {
     dropped = size_ + (bytes.size() - capacity_);
+    drop_front(dropped);
     chunks_.clear();
     size_ = 0;
     bytes = bytes.substr(bytes.size() - capacity_);
   }
   while (size_ + bytes.size() > capacity_) {
-    dropped += chunks_.front().bytes.size();
-    size_ -= chunks_.front().bytes.size();
+    const std::size_t n = chunks_.front().bytes.size();
+    dropped += n;
+    drop_front(n);
+    size_ -= n;
     chunks_.pop_front();
   }
   chunks_.push_back(Chunk{ts_ns, std::string(bytes)});

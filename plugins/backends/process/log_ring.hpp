@@ -16,8 +16,9 @@ class LogRing {
 
   // Stores a chunk that arrived at `ts_ns` (unix nanos), dropping the oldest chunks to stay
   // within capacity; a chunk larger than the whole capacity keeps only its tail. Returns
-  // how many bytes were dropped.
-  std::size_t append(std::int64_t ts_ns, std::string_view bytes);
+  // how many bytes were dropped. `delivered`: a client gets this chunk as it is (a
+  // follower), so it has seen everything up to and including it.
+  std::size_t append(std::int64_t ts_ns, std::string_view bytes, bool delivered = false);
 
   // The stored bytes of chunks that arrived at or after `since_ns` (0 = all), cut to the
   // last `last_lines` lines (0 = all; a trailing line without '\n' counts as a line).
@@ -26,7 +27,16 @@ class LogRing {
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return capacity_; }
 
+  // A client has seen everything stored so far (a snapshot, or a follower that gets every
+  // chunk as it is appended).
+  void mark_read() noexcept { read_upto_ = end_; }
+  // Bytes dropped, ever, that no client had seen (see mark_read()).
+  std::uint64_t unread_dropped() const noexcept { return unread_dropped_; }
+
  private:
+  // Accounts for the oldest `n` bytes of the stream (from begin_) leaving the ring.
+  void drop_front(std::size_t n) noexcept;
+
   struct Chunk {
     std::int64_t ts_ns;
     std::string bytes;
@@ -35,6 +45,11 @@ class LogRing {
   std::size_t capacity_;
   std::size_t size_ = 0;
   std::deque<Chunk> chunks_;
+  // Offsets in the stream of every byte ever appended: the ring holds [begin_, end_).
+  std::uint64_t begin_ = 0;
+  std::uint64_t end_ = 0;
+  std::uint64_t read_upto_ = 0;
+  std::uint64_t unread_dropped_ = 0;
 };
 
 // The last `n` lines of `text` (n > 0), counting a trailing partial line as a line.

@@ -12,6 +12,7 @@
 
 #include "broadcaster.hpp"
 #include "child.hpp"
+#include "log_file.hpp"
 #include "log_ring.hpp"
 #include "mgmt/backend.hpp"
 #include "mgmt/messages.hpp"
@@ -23,15 +24,26 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 
 struct ManagedProcess {
   explicit ManagedProcess(ProcessSpec s)
-      : spec(std::move(s)), logs{LogRing(spec.log_buffer), LogRing(spec.log_buffer)} {}
+      : spec(std::move(s)), logs{LogRing(spec.log_buffer), LogRing(spec.log_buffer)} {
+    if (!spec.log_files.dir.empty()) {
+      for (int i : {0, 1}) {
+        files[i].emplace(spec.log_files.dir + "/" + spec.id + (i == 0 ? ".stdout" : ".stderr") +
+                             ".log",
+                         spec.log_files.max_size, spec.log_files.max_files);
+      }
+    }
+  }
 
   ProcessSpec spec;
   std::string_view state = mgmt::state::pending;
+  std::vector<ManagedProcess*> deps;        // what it depends on (spec.depends_on)
+  std::vector<ManagedProcess*> dependents;  // what depends on it
 
   std::optional<Child> child;
   bool spawn_requested = false;  // state starting, waiting for the supervisor to fork
   bool exec_failed = false;      // the current child never ran the program
   bool abandoned = false;        // survived SIGKILL during shutdown; no longer waited for
+  bool stop_queued = false;      // shutdown: stop once every dependent is down
 
   std::uint64_t restarts = 0;     // automatic restarts, ever
   std::uint32_t consecutive = 0;  // automatic restarts since the last stable run
@@ -40,17 +52,26 @@ struct ManagedProcess {
   std::optional<std::int64_t> exit_code;
   std::optional<std::int64_t> exit_signal;
   std::string last_error;
+  std::string kill_reason;  // why the supervisor killed the current child (max_rss), if it did
 
   std::optional<SteadyTime> restart_at;  // state restarting
   std::optional<SteadyTime> kill_at;     // state stopping: SIGKILL the group then
   std::optional<SteadyTime> give_up_at;  // SIGKILL sent: stop waiting then
+  std::optional<SteadyTime> sample_at;   // next max_rss sample of the running child
+  bool over_rss = false;                 // the last sample was over max_rss
 
   std::vector<OpDone> start_waiters;
   std::vector<OpDone> stop_waiters;
 
   std::array<LogRing, 2> logs;
+  std::array<std::optional<LogFile>, 2> files;
+  std::array<bool, 2> file_error_reported{false, false};
   std::array<Broadcaster<std::string_view>, 2> followers;
+  // A log.overflow was sent and no client has read the stream since.
   std::array<bool, 2> overflow_reported{false, false};
+  std::array<std::uint64_t, 2> unread_dropped_seen{0, 0};
+
+  bool alive() const { return child.has_value() && !abandoned; }
 
   Entry entry() const {
     Entry e;

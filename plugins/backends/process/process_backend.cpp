@@ -1,18 +1,26 @@
 #include "process_backend.hpp"
 
+#include <dirent.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <functional>
+#include <iterator>
+#include <map>
 #include <set>
 #include <system_error>
 
 #include <spdlog/spdlog.h>
 
 #include "group_rss.hpp"
+#include "proc_stat.hpp"
 
 extern char** environ;
 
@@ -23,12 +31,16 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-// A run that lasted this long resets the consecutive-restart count (and so the backoff).
-constexpr auto kStableRun = std::chrono::seconds(10);
 // How long a child may survive SIGKILL before shutdown stops waiting for it.
 constexpr auto kKillGrace = std::chrono::seconds(2);
 // Polling period for children without a pidfd (kernels before 5.3).
 constexpr int kReapTickMs = 100;
+// Orphans adopted as subreaper (or PID 1) send no pidfd event: look for them this often.
+constexpr int kOrphanTickMs = 250;
+// At shutdown, how long to wait for the last members of groups just killed.
+constexpr auto kOrphanDrain = std::chrono::seconds(1);
+constexpr std::size_t kKilledGroupsKept = 64;
+constexpr int kReapsPerPass = 1024;
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadsPerWakeup = 16;
 // At exit: enough for a full pipe many times over, bounded against a writer that escaped
@@ -48,6 +60,30 @@ std::string command_line(const ProcessSpec& s) {
 }
 
 int stream_index(LogStream s) { return s == LogStream::err ? 1 : 0; }
+const char* stream_name(int s) { return s == 0 ? "stdout" : "stderr"; }
+
+// "512 B", "64.0 KiB", "1.5 MiB".
+std::string human_bytes(std::uint64_t n) {
+  if (n < 1024) return std::to_string(n) + " B";
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n) / 1024.0;
+  std::size_t u = 0;
+  while (v >= 1023.95 && u + 1 < std::size(kUnits)) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
+  return buf;
+}
+
+// A process that is down and will not come back by itself: a dependent waiting for it
+// would wait forever.
+bool down_for_good(const ManagedProcess& d) {
+  return !d.spawn_requested && !d.child &&
+         (d.state == state::pending || d.state == state::stopped || d.state == state::crashed ||
+          d.state == state::failed);
+}
 
 // Invokes the completions collected under the lock; never call with the lock held.
 template <class Completions>
@@ -62,12 +98,25 @@ ProcessBackend::ProcessBackend(const PluginEnv& env)
     : ProcessBackend(parse_backend_config(env.config, env.config_file), env.log) {}
 
 ProcessBackend::ProcessBackend(BackendConfig config, std::shared_ptr<spdlog::logger> log)
-    : log_(std::move(log)), read_buf_(kReadChunk) {
+    : log_(std::move(log)),
+      subreaper_wanted_(config.subreaper),
+      registry_(config.state_dir.empty() ? default_state_dir() : config.state_dir),
+      read_buf_(kReadChunk) {
   wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_fd_) throw std::system_error(errno, std::system_category(), "eventfd");
+  const auto order = start_order(config.processes);
   for (auto& spec : config.processes) {
     procs_.push_back(std::make_unique<ManagedProcess>(std::move(spec)));
   }
+  for (const auto& p : procs_) {
+    for (const auto& dep : p->spec.depends_on) {
+      if (ManagedProcess* d = find(dep)) {
+        p->deps.push_back(d);
+        d->dependents.push_back(p.get());
+      }
+    }
+  }
+  for (std::size_t i : order) start_order_.push_back(procs_[i].get());
   {
     std::lock_guard lock(mu_);
     for (const auto& p : procs_) emit(p.get(), event::registered, command_line(p->spec));
@@ -84,8 +133,9 @@ void ProcessBackend::start_all() {
   {
     std::lock_guard lock(mu_);
     if (shutting_down_) return;
-    for (const auto& p : procs_) {
-      if (p->spec.autostart && p->state == state::pending) request_start(*p);
+    activate_requested_ = true;  // kill leftovers of a killed predecessor even if nothing starts
+    for (ManagedProcess* p : start_order_) {
+      if (p->spec.autostart && p->state == state::pending) manual_start(*p);
     }
   }
   wake();
@@ -103,7 +153,7 @@ void ProcessBackend::shutdown() {
       if (p->spawn_requested || p->state == state::restarting) {
         cancel_start(*p, " by shutdown", done);
       } else if (p->child && p->state != state::stopping && !p->exec_failed) {
-        begin_stop(*p);
+        p->stop_queued = true;  // the supervisor stops dependents before dependencies
       }
     }
   }
@@ -116,6 +166,16 @@ void ProcessBackend::shutdown() {
   }
   wake();
   supervisor_.join();
+  // The supervisor is gone: what it owned is ours now.
+  final_reap();
+  const bool abandoned = std::any_of(procs_.begin(), procs_.end(),
+                                     [](const auto& p) { return p->abandoned; });
+  if (abandoned) {
+    save_groups();  // a later mgmtd ends them
+  } else {
+    registry_.remove();
+  }
+  if (set_subreaper_) ::prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
   shut_down_ = true;
 }
 
@@ -159,6 +219,15 @@ void ProcessBackend::start(std::string_view id, OpDone done) {
   {
     std::lock_guard lock(mu_);
     ManagedProcess* p = find(id);
+    // A dependency (or a dependency's dependency) on its way down cannot be started yet.
+    std::function<const ManagedProcess*(const ManagedProcess&)> stopping_dep =
+        [&](const ManagedProcess& q) -> const ManagedProcess* {
+      for (const ManagedProcess* d : q.deps) {
+        if (d->state == state::stopping) return d;
+        if (const ManagedProcess* s = stopping_dep(*d)) return s;
+      }
+      return nullptr;
+    };
     if (!p) {
       immediate.err = std::string(kErrNotFound);
     } else if (shutting_down_) {
@@ -173,12 +242,13 @@ void ProcessBackend::start(std::string_view id, OpDone done) {
     } else if (p->state == state::starting) {
       p->start_waiters.push_back(std::move(done));  // joins the start under way
       return;
+    } else if (const ManagedProcess* d = stopping_dep(*p)) {
+      immediate = {"process " + p->spec.id + " depends on " + d->spec.id +
+                       ", which is stopping; start it once " + d->spec.id + " has stopped",
+                   p->entry()};
     } else {
       // pending, stopped, crashed, failed, or restarting (a pending restart happens now).
-      p->restart_at.reset();
-      p->consecutive = 0;
-      p->last_error.clear();
-      request_start(*p);
+      manual_start(*p);
       p->start_waiters.push_back(std::move(done));
       wake();
       return;
@@ -220,9 +290,11 @@ void ProcessBackend::stop(std::string_view id, OpDone done) {
 
 std::string ProcessBackend::logs(const LogQuery& q, std::string& out) {
   std::lock_guard lock(mu_);
-  const ManagedProcess* p = find(q.id);
+  ManagedProcess* p = find(q.id);
   if (!p) return std::string(kErrNotFound);
-  out = p->logs[stream_index(q.stream)].query(q.since_ns, q.last_lines);
+  const int s = stream_index(q.stream);
+  out = p->logs[s].query(q.since_ns, q.last_lines);
+  mark_read(*p, s);
   return {};
 }
 
@@ -240,12 +312,47 @@ FollowResult ProcessBackend::follow_logs(const LogQuery& q,
   const int s = stream_index(q.stream);
   r.snapshot = p->logs[s].query(q.since_ns, q.last_lines);
   r.subscription = p->followers[s].subscribe(std::move(on_chunk));
+  mark_read(*p, s);
   return r;
 }
 
 std::unique_ptr<Subscription> ProcessBackend::subscribe_events(
     std::function<void(const Event&)> on_event) {
   return events_.subscribe(std::move(on_event));
+}
+
+void ProcessBackend::signal(std::string_view id, int signo, bool group, OpDone done) {
+  OpResult r;
+  {
+    std::lock_guard lock(mu_);
+    ManagedProcess* p = find(id);
+    if (!p) {
+      r.err = std::string(kErrNotFound);
+    } else if (!p->child || p->exec_failed || p->abandoned ||
+               !(p->state == state::running || p->state == state::starting ||
+                 p->state == state::stopping)) {
+      r = {"process " + p->spec.id + " is not running (state " + std::string(p->state) + ")",
+           p->entry()};
+    } else {
+      // The child is reaped only under this lock, so its pid (and group) are still its own.
+      const pid_t pid = p->child->pid();
+      if (::kill(group ? -pid : pid, signo) != 0) {
+        r.err = "kill " + std::to_string(group ? -pid : pid) + ": " +
+                std::system_category().message(errno);
+      }
+      if (log_) {
+        log_->info("process {}: {} to {} {}", p->spec.id, signal_name(signo),
+                   group ? "process group" : "pid", pid);
+      }
+      r.entry = p->entry();
+    }
+  }
+  done(std::move(r));
+}
+
+std::string ProcessBackend::state_file() const {
+  std::lock_guard lock(mu_);
+  return state_file_;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -272,6 +379,18 @@ void ProcessBackend::wake() {
   [[maybe_unused]] const auto n = ::write(wake_fd_.get(), &one, sizeof one);
 }
 
+void ProcessBackend::manual_start(ManagedProcess& p) {
+  // Dependencies that are down come first (their events too); ones on their way up, or
+  // waiting out a restart backoff, are waited for.
+  for (ManagedProcess* d : p.deps) {
+    if (down_for_good(*d)) manual_start(*d);
+  }
+  p.restart_at.reset();
+  p.consecutive = 0;
+  p.last_error.clear();
+  request_start(p);
+}
+
 void ProcessBackend::request_start(ManagedProcess& p) {
   p.state = state::starting;
   p.spawn_requested = true;
@@ -279,6 +398,7 @@ void ProcessBackend::request_start(ManagedProcess& p) {
 }
 
 void ProcessBackend::begin_stop(ManagedProcess& p) {
+  p.stop_queued = false;
   p.state = state::stopping;
   p.kill_at = steady_clock::now() + p.spec.stop_timeout;
   const pid_t pid = p.child->pid();
@@ -305,9 +425,13 @@ void ProcessBackend::finish_waiters(std::vector<OpDone>& waiters, const std::str
   waiters.clear();
 }
 
+void ProcessBackend::mark_read(ManagedProcess& p, int s) {
+  p.logs[s].mark_read();
+  p.overflow_reported[s] = false;  // the next loss is news again
+}
+
 bool ProcessBackend::all_children_gone() const {
-  return std::all_of(procs_.begin(), procs_.end(),
-                     [](const auto& p) { return !p->child || p->abandoned; });
+  return std::all_of(procs_.begin(), procs_.end(), [](const auto& p) { return !p->alive(); });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -360,14 +484,20 @@ void ProcessBackend::supervise() {
         tick = tick || p->child.has_value();
       }
     }
+    reap_orphans(done);
 
-    // 2. Timers, then forks asked for by start() or by a restart timer.
-    const auto now = steady_clock::now();
+    // 2. Timers and memory samples, then the stops shutdown queued, then forks asked for
+    //    by start() or by a restart timer.
+    auto now = steady_clock::now();
     on_timers(now, done);
-    for (const auto& p : procs_) {
-      // A child whose exec failed may still wait to be reaped; the new one forks after.
-      if (p->spawn_requested && !p->child) spawn(*p, done);
+    sample_rss(lock, now);
+    if (shutting_down_) stop_queued();
+    if (!activated_ && !quit_ &&
+        (activate_requested_ ||
+         std::any_of(procs_.begin(), procs_.end(), [](const auto& p) { return p->spawn_requested; }))) {
+      activate(lock);
     }
+    start_ready(done);
     if (all_children_gone()) reaped_.notify_all();
     if (quit_) {
       lock.unlock();
@@ -393,8 +523,11 @@ void ProcessBackend::supervise() {
       add(c.stream_fd(Child::err), Kind::err);
       add(c.pidfd(), Kind::exit);
     }
+    now = steady_clock::now();
     int timeout = poll_timeout_ms(now);
-    if (tick) timeout = timeout < 0 ? kReapTickMs : std::min(timeout, kReapTickMs);
+    auto at_most = [&timeout](int ms) { timeout = timeout < 0 ? ms : std::min(timeout, ms); };
+    if (tick) at_most(kReapTickMs);
+    if (reaper_) at_most(kOrphanTickMs);
 
     lock.unlock();
     run(done);
@@ -408,6 +541,77 @@ void ProcessBackend::supervise() {
   }
 }
 
+void ProcessBackend::activate(std::unique_lock<std::mutex>& lock) {
+  activated_ = true;
+  lock.unlock();
+  session_ = ::getsid(0);
+  const bool pid1 = ::getpid() == 1;
+  std::string subreaper_error;
+  if (subreaper_wanted_ && !pid1) {
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0) {
+      set_subreaper_ = true;
+    } else {
+      subreaper_error = std::system_category().message(errno);
+    }
+  }
+  reaper_ = pid1 || set_subreaper_;
+  // Before anything is spawned: end what a killed predecessor left behind.
+  std::vector<std::string> notes;
+  const std::string err = registry_.open(notes);
+  lock.lock();
+  if (registry_.usable()) state_file_ = registry_.file();
+  if (!log_) return;
+  for (const auto& note : notes) log_->warn("{}", note);
+  if (!err.empty()) {
+    log_->error("{}: process groups are not recorded, so children's children outlive a "
+                "SIGKILLed mgmtd",
+                err);
+  }
+  if (!subreaper_error.empty()) {
+    log_->warn("cannot become child subreaper ({}): orphans go to init", subreaper_error);
+  }
+  log_->debug("{}; state file {}",
+              pid1 ? "running as PID 1: reaping every orphan"
+                   : set_subreaper_ ? "child subreaper: reaping orphaned descendants"
+                                    : "not reaping orphans",
+              registry_.usable() ? registry_.file() : std::string("(none)"));
+}
+
+void ProcessBackend::start_ready(Completions& done) {
+  // In dependency order, so a failure reaches every dependent in this one pass.
+  for (ManagedProcess* p : start_order_) {
+    if (!p->spawn_requested || p->child) continue;  // a failed exec may wait to be reaped
+    const ManagedProcess* blocker = nullptr;
+    bool ready = true;
+    for (const ManagedProcess* d : p->deps) {
+      if (down_for_good(*d) && !blocker) blocker = d;
+      ready = ready && d->state == state::running;
+    }
+    if (blocker) {
+      p->spawn_requested = false;
+      std::string why = "dependency " + blocker->spec.id + " is " + std::string(blocker->state);
+      if (!blocker->last_error.empty()) why += " (" + blocker->last_error + ")";
+      fail_start(*p, why, done);
+      continue;
+    }
+    if (ready) spawn(*p, done);
+  }
+}
+
+void ProcessBackend::stop_queued() {
+  // Dependents first: a process is stopped once nothing that depends on it still runs.
+  for (const auto& p : procs_) {
+    if (!p->stop_queued) continue;
+    if (!p->child || p->exec_failed || p->state == state::stopping) {
+      p->stop_queued = false;
+      continue;
+    }
+    const bool dependents_down = std::all_of(p->dependents.begin(), p->dependents.end(),
+                                             [](const ManagedProcess* d) { return !d->alive(); });
+    if (dependents_down) begin_stop(*p);
+  }
+}
+
 void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   p.spawn_requested = false;
   auto plan = make_exec_plan(p.spec, environ);
@@ -416,8 +620,13 @@ void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   if (auto* err = std::get_if<std::string>(&child)) return fail_start(p, *err, done);
   p.child.emplace(std::move(std::get<Child>(child)));
   p.exec_failed = false;
+  p.kill_reason.clear();
+  p.over_rss = false;
   p.started_at = unix_nanos();
   p.run_started = steady_clock::now();
+  p.sample_at.reset();
+  if (p.spec.resources.max_rss > 0) p.sample_at = p.run_started + p.spec.resources.sample_interval;
+  save_groups();
   if (log_) log_->debug("process {}: spawned pid {}", p.spec.id, p.child->pid());
 }
 
@@ -458,13 +667,29 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
       return;
     }
     const std::string_view chunk(read_buf_.data(), static_cast<std::size_t>(n));
-    const std::size_t dropped = p.logs[s].append(unix_nanos(), chunk);
+    // Followers get every chunk whole: with one listening, nothing is lost unread.
+    p.logs[s].append(unix_nanos(), chunk, p.followers[s].has_subscribers());
+    if (p.files[s]) {
+      const std::string err = p.files[s]->write(chunk);
+      if (!err.empty() && !p.file_error_reported[s]) {
+        p.file_error_reported[s] = true;  // once per run, not once per chunk
+        p.last_error = "log file: " + err;
+        if (log_) log_->error("process {}: {}", p.spec.id, p.last_error);
+      }
+    }
     p.followers[s].publish(chunk);
-    if (dropped > 0 && !p.overflow_reported[s]) {
-      p.overflow_reported[s] = true;
-      emit(&p, event::log_overflow,
-           std::string(s == 0 ? "stdout" : "stderr") + " buffer full (" +
-               std::to_string(p.logs[s].capacity()) + " bytes): dropping the oldest output");
+    const std::uint64_t unread = p.logs[s].unread_dropped();
+    if (unread > p.unread_dropped_seen[s]) {
+      const std::uint64_t lost = unread - p.unread_dropped_seen[s];
+      p.unread_dropped_seen[s] = unread;
+      if (!p.overflow_reported[s]) {
+        p.overflow_reported[s] = true;  // until a client reads this stream again
+        std::string summary = std::string(stream_name(s)) + ": " + std::to_string(lost) +
+                              " bytes no client had read were dropped from the " +
+                              std::to_string(p.logs[s].capacity()) + "-byte ring";
+        if (p.files[s]) summary += " (the file " + p.files[s]->path() + " has them)";
+        emit(&p, event::log_overflow, std::move(summary));
+      }
     }
   }
   if (drain) c.close_stream(stream);
@@ -478,17 +703,26 @@ void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
   c.signal_group(SIGKILL);
   const auto status = c.try_reap();
   if (!status) return;
+  killed_groups_.push_back(c.pid());
+  if (killed_groups_.size() > kKilledGroupsKept) killed_groups_.pop_front();
   if (c.status_fd() >= 0) on_exec_status(p, done);
   for (int s : {0, 1}) {
     if (c.stream_fd(static_cast<Child::Stream>(s)) >= 0) on_output(p, s, true);
   }
+  for (auto& f : p.files) {
+    if (f) f->close();  // reopened (appending) by the next run
+  }
+  p.file_error_reported = {false, false};
   const bool exec_failed = p.exec_failed;
   const auto ran_for = steady_clock::now() - p.run_started;
   p.child.reset();
+  save_groups();
   p.exec_failed = false;
   p.kill_at.reset();
   p.give_up_at.reset();
-  const std::string how = describe(*status);
+  p.sample_at.reset();
+  std::string how = describe(*status);
+  if (!p.kill_reason.empty()) how += " (" + p.kill_reason + ")";
   if (exec_failed) {
     // Reported when the exec failed; the exit code is that of the failed fork.
     if (p.state == state::stopping) {
@@ -520,12 +754,13 @@ void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
   const bool restart = !shutting_down_ && (policy == RestartPolicy::always ||
                                            (policy == RestartPolicy::on_failure && !clean));
   if (!restart) return;
-  if (ran_for >= kStableRun) p.consecutive = 0;
+  if (ran_for >= p.spec.restart_reset_after) p.consecutive = 0;  // a stable run
   if (p.spec.max_restarts > 0 && p.consecutive >= p.spec.max_restarts) {
     p.state = state::failed;
-    p.last_error = "gave up after " + std::to_string(p.consecutive) + " restarts";
+    p.last_error = "gave up after " + std::to_string(p.consecutive) + " attempt" +
+                   (p.consecutive == 1 ? "" : "s") + " (last: " + how + ")";
     emit(&p, event::failed, p.last_error);
-    if (log_) log_->error("process {}: {} (last: {})", p.spec.id, p.last_error, how);
+    if (log_) log_->error("process {}: {}", p.spec.id, p.last_error);
     return;
   }
   ++p.consecutive;
@@ -536,10 +771,13 @@ void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
   }
   delay = std::min(delay, p.spec.restart_backoff_max);
   p.state = state::restarting;
+  std::string summary = how + ": next attempt in " + std::to_string(delay.count()) +
+                        " ms (attempt " + std::to_string(p.consecutive);
+  if (p.spec.max_restarts > 0) summary += " of " + std::to_string(p.spec.max_restarts);
+  emit(&p, event::restarting, summary + ")");
+  // Timed from after the event, so the gap between its timestamp and the next start's is
+  // never shorter than the delay it announces.
   p.restart_at = steady_clock::now() + delay;
-  emit(&p, event::restarting,
-       "restart " + std::to_string(p.consecutive) + " in " + std::to_string(delay.count()) +
-           " ms");
 }
 
 void ProcessBackend::on_timers(SteadyTime now, Completions& done) {
@@ -547,7 +785,7 @@ void ProcessBackend::on_timers(SteadyTime now, Completions& done) {
     ManagedProcess& p = *ptr;
     if (p.restart_at && now >= *p.restart_at) {
       p.restart_at.reset();
-      request_start(p);  // forked right after the timers
+      request_start(p);  // forked right after the timers, once its dependencies run
     }
     if (p.kill_at && now >= *p.kill_at && p.child) {
       p.kill_at.reset();
@@ -572,6 +810,126 @@ void ProcessBackend::on_timers(SteadyTime now, Completions& done) {
   }
 }
 
+void ProcessBackend::sample_rss(std::unique_lock<std::mutex>& lock, SteadyTime now) {
+  std::set<pid_t> groups;
+  std::vector<ManagedProcess*> due;
+  for (const auto& p : procs_) {
+    if (!p->sample_at || now < *p->sample_at) continue;
+    p->sample_at = now + p->spec.resources.sample_interval;
+    if (p->child && !p->exec_failed && p->state == state::running) {
+      groups.insert(p->child->pid());
+      due.push_back(p.get());
+    }
+  }
+  if (groups.empty()) return;
+  // /proc is scanned without the lock. Only this thread reaps, so every child sampled is
+  // still the same process (and group) afterwards.
+  lock.unlock();
+  const auto rss = group_rss(groups);
+  lock.lock();
+  for (ManagedProcess* p : due) {
+    if (!p->child || p->state != state::running) continue;  // stopped meanwhile
+    const pid_t pgid = p->child->pid();
+    const auto it = rss.find(pgid);
+    const std::uint64_t bytes = it == rss.end() ? 0 : it->second;
+    const Resources& r = p->spec.resources;
+    if (bytes <= r.max_rss) {
+      p->over_rss = false;
+      continue;
+    }
+    if (p->over_rss) continue;  // one action per excursion above the limit
+    p->over_rss = true;
+    std::string summary = "rss " + human_bytes(bytes) + " over max_rss " + human_bytes(r.max_rss) +
+                          ": ";
+    switch (r.on_exceed.action) {
+      case OnExceed::Action::kill:
+        p->kill_reason = "max_rss " + human_bytes(r.max_rss) + " exceeded: rss " + human_bytes(bytes);
+        p->last_error = p->kill_reason;
+        summary += "SIGKILL to process group " + std::to_string(pgid);
+        p->child->signal_group(SIGKILL);
+        break;
+      case OnExceed::Action::signal:
+        summary += signal_name(r.on_exceed.signal) + " to process group " + std::to_string(pgid);
+        p->child->signal_group(r.on_exceed.signal);
+        break;
+      case OnExceed::Action::log:
+        summary += "logged only (on_exceed: log)";
+        break;
+    }
+    if (log_) log_->warn("process {}: {}", p->spec.id, summary);
+    emit(p, kEventMaxRss, std::move(summary));
+  }
+}
+
+void ProcessBackend::reap_orphans(Completions& done) {
+  if (!reaper_) return;
+  for (int i = 0; i < kReapsPerPass; ++i) {
+    siginfo_t info{};
+    if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+      if (errno == EINTR) continue;
+      return;  // ECHILD: no children at all
+    }
+    const pid_t pid = info.si_pid;
+    if (pid == 0) return;  // no zombie
+    ManagedProcess* owner = nullptr;
+    for (const auto& p : procs_) {
+      if (p->child && p->child->pid() == pid) owner = p.get();
+    }
+    if (owner) {
+      on_exit(*owner, done);  // one of ours: reaped by pid, its status recorded
+      if (owner->child && owner->child->pid() == pid) return;  // not reaped after all
+      continue;
+    }
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r != pid) return;
+    if (log_) {
+      ExitStatus s;
+      if (WIFEXITED(status)) s.code = WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) s.signal = WTERMSIG(status);
+      log_->debug("reaped orphan pid {} ({})", pid, describe(s));
+    }
+  }
+}
+
+void ProcessBackend::final_reap() {
+  if (!reaper_) return;
+  // Members of groups killed a moment ago may still be dying; once they are zombies they
+  // are ours to reap (as subreaper), and after this nobody would.
+  const auto deadline = steady_clock::now() + kOrphanDrain;
+  const std::set<pid_t> groups(killed_groups_.begin(), killed_groups_.end());
+  Completions done;
+  while (true) {
+    reap_orphans(done);
+    bool dying = false;
+    if (!groups.empty()) {
+      DIR* proc = ::opendir("/proc");
+      while (proc != nullptr && !dying) {
+        const dirent* e = ::readdir(proc);
+        if (e == nullptr) break;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        const auto st = read_proc_stat(std::string(e->d_name));
+        dying = st && st->state != 'Z' && st->state != 'X' && groups.count(st->pgrp) > 0;
+      }
+      if (proc != nullptr) ::closedir(proc);
+    }
+    if (!dying || steady_clock::now() >= deadline) break;
+    ::poll(nullptr, 0, 5);
+  }
+  reap_orphans(done);
+  run(done);
+}
+
+void ProcessBackend::save_groups() {
+  if (!registry_.usable()) return;
+  std::vector<GroupRecord> groups;
+  for (const auto& p : procs_) {
+    if (!p->child) continue;
+    groups.push_back(GroupRecord{p->child->pid(), p->child->start_time(), session_, p->spec.id});
+  }
+  registry_.save(groups);
+}
+
 int ProcessBackend::poll_timeout_ms(SteadyTime now) const {
   std::optional<SteadyTime> next;
   auto consider = [&](const std::optional<SteadyTime>& t) {
@@ -581,6 +939,7 @@ int ProcessBackend::poll_timeout_ms(SteadyTime now) const {
     consider(p->restart_at);
     consider(p->kill_at);
     consider(p->give_up_at);
+    consider(p->sample_at);
   }
   if (!next) return -1;
   if (*next <= now) return 0;

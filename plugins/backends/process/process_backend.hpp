@@ -1,14 +1,41 @@
 // The stock backend: supervises child processes directly.
 //
-// One supervisor thread owns every child: it forks them (so PR_SET_PDEATHSIG, which follows
-// the forking thread, lasts as long as the backend), polls their pipes and pidfds, reaps
-// them, and runs the timers (stop timeouts, restart backoff). The public methods only
-// change state under the lock, send signals and wake the thread; they never wait, except
-// shutdown(). Events and log chunks are published under the same lock, so subscribers see
-// them in the order the state changed.
+// Threads. One supervisor thread owns every child: it forks them (so PR_SET_PDEATHSIG,
+// which follows the forking thread, lasts as long as the backend), polls their pipes and
+// pidfds, reaps them, samples their memory and runs the timers (stop timeouts, restart
+// backoff, max_rss sampling). The public methods only change state under the lock, send
+// signals and wake the thread; they never wait, except shutdown(). Events and log chunks
+// are published under the same lock, so subscribers see them in the order the state
+// changed.
+//
+// Reaping. The backend makes mgmtd a child subreaper (PR_SET_CHILD_SUBREAPER, unless
+// `subreaper: false`), so descendants orphaned by a supervised process are re-parented to
+// mgmtd instead of init; as PID 1 (a container sidecar) every orphan of the namespace
+// comes to mgmtd anyway. Those orphans must be reaped with a wait for any child, and such a
+// wait could steal the exit status of one of our own children from the pidfd path. So
+// there is one reaper, the supervisor thread, and it never reaps blindly:
+//   - the exit of one of our own children is seen on its pidfd (or, without pidfds, by
+//     polling), and the child is reaped by pid in on_exit(), which records its status;
+//   - for everything else it peeks with waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT): a
+//     zombie that is one of ours goes through on_exit() like above; any other zombie is
+//     an adopted orphan and is reaped by its pid (logged at debug level). Peeking again
+//     after each reap walks every zombie, so none is left behind and no status is lost.
+// Orphans send no pidfd event, so while subreaper (or PID 1) the thread peeks at least
+// every kOrphanTickMs. At shutdown it also waits (1 s at most) for the last members of
+// groups it has just killed, so that none becomes a zombie after the backend is gone.
+// SIGCHLD is left alone: a plugin cannot block it in threads it did not create, and
+// nothing here needs it. Side effect: a plugin of the same mgmtd that forks its own
+// children and waits for them by pid may find them reaped by this backend; such a plugin
+// should set `subreaper: false` here, or use pidfds.
+//
+// Parent death. Direct children get SIGKILL when the supervisor thread dies
+// (PR_SET_PDEATHSIG). Their own children do not; the GroupRegistry (group_registry.hpp)
+// records the live process groups under state_dir, and the next backend to start kills
+// what a SIGKILLed predecessor left before it starts anything.
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string_view>
@@ -17,6 +44,7 @@
 #include <vector>
 
 #include "broadcaster.hpp"
+#include "group_registry.hpp"
 #include "managed_process.hpp"
 #include "mgmt/backend.hpp"
 #include "mgmt/plugin.hpp"
@@ -24,6 +52,9 @@
 #include "unique_fd.hpp"
 
 namespace mgmt::process {
+
+// Event type of every action taken on a process whose memory passed resources.max_rss.
+inline constexpr std::string_view kEventMaxRss = "process.max_rss_exceeded";
 
 class ProcessBackend final : public Backend {
  public:
@@ -46,6 +77,11 @@ class ProcessBackend final : public Backend {
                            std::function<void(std::string_view chunk)> on_chunk) override;
   std::unique_ptr<Subscription> subscribe_events(
       std::function<void(const Event&)> on_event) override;
+  void signal(std::string_view id, int signo, bool group, OpDone done) override;
+
+  // The state file of this backend ("" before the first start, or when state_dir is not
+  // usable). For tests.
+  std::string state_file() const;
 
  private:
   // Callbacks to run once the lock is released.
@@ -55,38 +91,59 @@ class ProcessBackend final : public Backend {
   void emit(const ManagedProcess* p, std::string_view type, std::string summary);
   void wake();
 
+  // A start asked for by a client or start_all(): also starts dependencies that are down.
+  void manual_start(ManagedProcess& p);
   void request_start(ManagedProcess& p);
   void begin_stop(ManagedProcess& p);
   // A start or restart that has not forked yet: cancelling it is the whole stop.
   void cancel_start(ManagedProcess& p, std::string_view why, Completions& done);
   void finish_waiters(std::vector<OpDone>& waiters, const std::string& err,
                       const ManagedProcess& p, Completions& done);
+  void mark_read(ManagedProcess& p, int stream);
 
   // Supervisor thread.
   void supervise();
+  void activate(std::unique_lock<std::mutex>& lock);
+  void start_ready(Completions& done);
+  void stop_queued();
   void spawn(ManagedProcess& p, Completions& done);
   void fail_start(ManagedProcess& p, const std::string& err, Completions& done);
   void on_exec_status(ManagedProcess& p, Completions& done);
   void on_output(ManagedProcess& p, int stream, bool drain);
   void on_exit(ManagedProcess& p, Completions& done);
   void on_timers(SteadyTime now, Completions& done);
+  void sample_rss(std::unique_lock<std::mutex>& lock, SteadyTime now);
+  void reap_orphans(Completions& done);
+  void final_reap();
+  void save_groups();
   int poll_timeout_ms(SteadyTime now) const;
   bool all_children_gone() const;
 
   std::shared_ptr<spdlog::logger> log_;
   UniqueFd wake_fd_;
+  const bool subreaper_wanted_;
 
   mutable std::mutex mu_;
   std::condition_variable reaped_;  // shutdown() waits on it
-  std::vector<std::unique_ptr<ManagedProcess>> procs_;  // fixed after construction
+  std::vector<std::unique_ptr<ManagedProcess>> procs_;  // fixed after construction, file order
+  std::vector<ManagedProcess*> start_order_;            // dependencies first
   Broadcaster<const Event&> events_;
   bool shutting_down_ = false;
   bool quit_ = false;
+  bool activate_requested_ = false;  // start_all() was called
+  std::string state_file_;           // set once the registry is usable
 
   std::mutex shutdown_mu_;  // serialises shutdown() calls
   bool shut_down_ = false;  // guarded by shutdown_mu_
 
-  std::vector<char> read_buf_;  // supervisor thread only
+  // Supervisor thread only (and shutdown() once it has joined the thread).
+  bool activated_ = false;      // subreaper set, registry opened
+  bool reaper_ = false;         // orphans come to us: peek and reap them
+  bool set_subreaper_ = false;  // we set PR_SET_CHILD_SUBREAPER (and unset it at the end)
+  pid_t session_ = 0;           // our session: every child's, recorded in the registry
+  GroupRegistry registry_;
+  std::deque<pid_t> killed_groups_;  // recently SIGKILLed groups, newest last (bounded)
+  std::vector<char> read_buf_;
   std::thread supervisor_;
 };
 

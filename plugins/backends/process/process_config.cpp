@@ -1,7 +1,14 @@
 #include "process_config.hpp"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <map>
@@ -120,6 +127,80 @@ class Reader {
     return static_cast<std::size_t>(*v);
   }
 
+  // A folder; relative ones are taken relative to the config file's folder.
+  std::string dir(const YAML::Node& n, std::string_view what) const {
+    const std::string s = scalar(n, what);
+    if (s.empty()) fail(n, std::string(what) + " must not be empty");
+    namespace fs = std::filesystem;
+    fs::path p(s);
+    if (p.is_relative()) p = fs::path(file_).parent_path() / p;
+    std::error_code ec;
+    const fs::path abs = fs::absolute(p, ec);
+    return (ec ? p : abs).lexically_normal().string();
+  }
+
+  std::uint64_t positive_size(const YAML::Node& n, std::string_view what) const {
+    const std::string s = n.IsScalar() ? n.Scalar() : std::string();
+    const auto v = parse_size(s);
+    if (!v || *v == 0) {
+      fail(n, std::string(what) + " must be a size of at least 1 byte such as 10MiB (got \"" + s +
+                  "\")");
+    }
+    return *v;
+  }
+
+  Resources resources(const YAML::Node& n) const {
+    if (!n.IsMap()) {
+      fail(n, "resources must be a map such as {max_rss: 512MiB, on_exceed: kill}");
+    }
+    only_keys(n, {"max_rss", "on_exceed", "sample_interval"}, "resources");
+    Resources r;
+    if (!n["max_rss"]) fail(n, "resources needs max_rss, e.g. `max_rss: 512MiB`");
+    r.max_rss = positive_size(n["max_rss"], "max_rss");
+    if (n["on_exceed"]) {
+      const YAML::Node v = n["on_exceed"];
+      const std::string s = v.IsScalar() ? v.Scalar() : std::string();
+      if (s == "kill") {
+        r.on_exceed.action = OnExceed::Action::kill;
+      } else if (s == "log") {
+        r.on_exceed.action = OnExceed::Action::log;
+      } else if (s.rfind("signal:", 0) == 0 && parse_signal(s.substr(7)) > 0) {
+        r.on_exceed.action = OnExceed::Action::signal;
+        r.on_exceed.signal = parse_signal(s.substr(7));
+      } else {
+        fail(v, "on_exceed must be kill, log or signal:SIGNAME such as signal:SIGUSR1 (got \"" +
+                    s + "\")");
+      }
+    }
+    if (n["sample_interval"]) {
+      r.sample_interval = duration(n["sample_interval"], "sample_interval");
+      if (r.sample_interval < std::chrono::milliseconds(10)) {
+        fail(n["sample_interval"], "sample_interval must be at least 10ms");
+      }
+    }
+    return r;
+  }
+
+  // Reads log_file_dir, log_max_size and log_max_files of `n` over `base`.
+  LogFiles log_files(const YAML::Node& n, LogFiles base) const {
+    if (n["log_file_dir"]) base.dir = dir(n["log_file_dir"], "log_file_dir");
+    if (n["log_max_size"]) base.max_size = positive_size(n["log_max_size"], "log_max_size");
+    if (n["log_max_files"]) base.max_files = count(n["log_max_files"], "log_max_files");
+    return base;
+  }
+
+  std::vector<std::string> ids(const YAML::Node& n, std::string_view what) const {
+    std::vector<std::string> out;
+    if (n.IsScalar()) {
+      out.push_back(n.Scalar());
+    } else if (n.IsSequence()) {
+      for (const auto& item : n) out.push_back(scalar(item, std::string("each of ") + std::string(what)));
+    } else {
+      fail(n, std::string(what) + " must be a list of process ids, e.g. [db, cache]");
+    }
+    return out;
+  }
+
   RestartPolicy restart(const YAML::Node& n) const {
     const std::string s = n.IsScalar() ? n.Scalar() : std::string();
     for (auto p : {RestartPolicy::never, RestartPolicy::on_failure, RestartPolicy::always}) {
@@ -160,12 +241,14 @@ class Reader {
     return out;
   }
 
-  ProcessSpec process(const YAML::Node& n, std::size_t default_log_buffer) const {
+  ProcessSpec process(const YAML::Node& n, std::size_t default_log_buffer,
+                      const LogFiles& default_log_files) const {
     if (!n.IsMap()) fail(n, "each entry of processes must be a map with at least id and command");
     only_keys(n,
               {"id", "name", "command", "args", "env", "work_dir", "restart", "max_restarts",
-               "restart_backoff", "restart_backoff_max", "stop_timeout", "autostart",
-               "log_buffer"},
+               "restart_backoff", "restart_backoff_max", "restart_reset_after", "stop_timeout",
+               "autostart", "log_buffer", "log_file_dir", "log_max_size", "log_max_files",
+               "resources", "depends_on"},
               "a process");
     ProcessSpec p;
     p.log_buffer = default_log_buffer;
@@ -200,9 +283,15 @@ class Reader {
                " ms) must not be shorter than restart_backoff (" +
                std::to_string(p.restart_backoff.count()) + " ms)");
     }
+    if (n["restart_reset_after"]) {
+      p.restart_reset_after = duration(n["restart_reset_after"], "restart_reset_after");
+    }
     if (n["stop_timeout"]) p.stop_timeout = duration(n["stop_timeout"], "stop_timeout");
     if (n["autostart"]) p.autostart = boolean(n["autostart"], "autostart");
     if (n["log_buffer"]) p.log_buffer = size(n["log_buffer"], "log_buffer");
+    p.log_files = log_files(n, default_log_files);
+    if (n["resources"]) p.resources = resources(n["resources"]);
+    if (n["depends_on"]) p.depends_on = ids(n["depends_on"], "depends_on");
     return p;
   }
 
@@ -210,7 +299,91 @@ class Reader {
   const std::string& file_;
 };
 
+// Fails on a depends_on that names no process, or on a cycle (naming it).
+void check_dependencies(const Reader& r, const std::vector<ProcessSpec>& procs,
+                        const std::vector<YAML::Node>& nodes) {
+  std::map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < procs.size(); ++i) index.emplace(procs[i].id, i);
+  // The YAML node of the j-th entry of process i's depends_on (a scalar names only one).
+  auto dep_node = [&](std::size_t i, std::size_t j) {
+    const YAML::Node d = nodes[i]["depends_on"];
+    return d.IsSequence() ? d[j] : d;
+  };
+  for (std::size_t i = 0; i < procs.size(); ++i) {
+    for (std::size_t j = 0; j < procs[i].depends_on.size(); ++j) {
+      const std::string& dep = procs[i].depends_on[j];
+      if (index.count(dep) == 0) {
+        r.fail(dep_node(i, j), "process " + procs[i].id + " depends on \"" + dep +
+                                   "\", which is not a configured process id");
+      }
+    }
+  }
+  // Depth-first search; a dependency met again while still on the path closes a cycle.
+  enum Mark { unseen, on_path, done };
+  std::vector<Mark> mark(procs.size(), unseen);
+  std::vector<std::size_t> path;
+  std::function<void(std::size_t)> visit = [&](std::size_t i) {
+    mark[i] = on_path;
+    path.push_back(i);
+    for (std::size_t j = 0; j < procs[i].depends_on.size(); ++j) {
+      const std::size_t d = index.at(procs[i].depends_on[j]);
+      if (mark[d] == on_path) {
+        std::string cycle;
+        const auto from = std::find(path.begin(), path.end(), d);
+        for (auto it = from; it != path.end(); ++it) cycle += procs[*it].id + " -> ";
+        cycle += procs[d].id;
+        r.fail(dep_node(i, j), "dependency cycle: " + cycle +
+                                   " (depends_on must not loop back; remove one of these)");
+      }
+      if (mark[d] == unseen) visit(d);
+    }
+    path.pop_back();
+    mark[i] = done;
+  };
+  for (std::size_t i = 0; i < procs.size(); ++i) {
+    if (mark[i] == unseen) visit(i);
+  }
+}
+
 }  // namespace
+
+int parse_signal(std::string_view text) {
+  if (text.empty()) return 0;
+  if (std::all_of(text.begin(), text.end(), is_digit)) {
+    if (text.size() > 3) return 0;
+    const int n = std::atoi(std::string(text).c_str());
+    return n > 0 && n < NSIG ? n : 0;
+  }
+  if (text.rfind("SIG", 0) == 0) text.remove_prefix(3);
+  for (int sig = 1; sig < NSIG; ++sig) {
+    const char* abbrev = ::sigabbrev_np(sig);
+    if (abbrev != nullptr && text == abbrev) return sig;
+  }
+  return 0;
+}
+
+std::string default_state_dir() {
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  const std::string base = xdg != nullptr && xdg[0] == '/' ? xdg : "/tmp";
+  return base + "/mgmtd-" + std::to_string(::geteuid());
+}
+
+std::vector<std::size_t> start_order(const std::vector<ProcessSpec>& processes) {
+  std::map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < processes.size(); ++i) index.emplace(processes[i].id, i);
+  std::vector<bool> placed(processes.size(), false);
+  std::vector<std::size_t> order;
+  std::function<void(std::size_t)> place = [&](std::size_t i) {
+    if (placed[i]) return;
+    placed[i] = true;  // set first: a cycle (refused by the parser) cannot recurse forever
+    for (const auto& dep : processes[i].depends_on) {
+      if (const auto it = index.find(dep); it != index.end()) place(it->second);
+    }
+    order.push_back(i);
+  };
+  for (std::size_t i = 0; i < processes.size(); ++i) place(i);
+  return order;
+}
 
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   std::string_view number, unit;
@@ -263,15 +436,22 @@ BackendConfig parse_backend_config(const YAML::Node& config, const std::string& 
   if (!config || config.IsNull()) return out;
   const Reader r(file);
   if (!config.IsMap()) r.fail(config, "the process backend's config must be a map with a `processes:` list");
-  r.only_keys(config, {"log_buffer", "processes"}, "the process backend's config");
+  r.only_keys(config,
+              {"log_buffer", "log_file_dir", "log_max_size", "log_max_files", "state_dir",
+               "subreaper", "processes"},
+              "the process backend's config");
   const std::size_t log_buffer =
       config["log_buffer"] ? r.size(config["log_buffer"], "log_buffer") : kDefaultLogBuffer;
+  const LogFiles log_files = r.log_files(config, LogFiles{});
+  if (config["state_dir"]) out.state_dir = r.dir(config["state_dir"], "state_dir");
+  if (config["subreaper"]) out.subreaper = r.boolean(config["subreaper"], "subreaper");
   const YAML::Node list = config["processes"];
   if (!list || list.IsNull()) return out;
   if (!list.IsSequence()) r.fail(list, "processes must be a list of `- id: ...` entries");
   std::map<std::string, YAML::Node> seen;
+  std::vector<YAML::Node> nodes;
   for (const auto& n : list) {
-    ProcessSpec p = r.process(n, log_buffer);
+    ProcessSpec p = r.process(n, log_buffer, log_files);
     const YAML::Node id_node = n["id"];
     const auto [first, inserted] = seen.emplace(p.id, id_node);
     if (!inserted) {
@@ -281,7 +461,9 @@ BackendConfig parse_backend_config(const YAML::Node& config, const std::string& 
                           "); every process needs its own id");
     }
     out.processes.push_back(std::move(p));
+    nodes.push_back(n);
   }
+  check_dependencies(r, out.processes, nodes);
   return out;
 }
 

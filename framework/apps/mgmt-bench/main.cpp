@@ -1,0 +1,58 @@
+// mgmt-bench: measures any server speaking the cliwrap management protocol against a
+// floor (a minimal server answering each frame with a canned reply of the same size).
+#include <csignal>
+#include <iostream>
+
+#include "bench.hpp"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: mgmt-bench <command> [options]
+
+  load     --socket PATH [--op list|status] [--id ID] [--clients C] [--duration S]
+           [--warmup S] [--label TEXT]
+           C connections, one request in flight on each, for S seconds (after a
+           warm-up): prints requests/s and latency p50, p99, max in microseconds.
+  capture  --socket PATH [--op list|status] [--id ID] --out FILE
+           saves the server's whole reply frame, for the floor.
+  floor    --socket PATH [--reply TYPE=FILE]... [--reply-size N]
+           a minimal server: one epoll thread; reads each request frame and answers
+           it with the captured frame for its type (seq patched), else with an
+           N-byte frame (default 64). Runs until SIGTERM/SIGINT.
+  hold     --socket PATH [--connections N]
+           opens N idle connections and keeps them until SIGTERM/SIGINT.
+  startup  --socket PATH [--repeat N] [--timeout S] -- SERVER ARGS...
+           spawn to first successful connect, N times (SIGTERM after each).
+  wall     [--repeat N] -- COMMAND ARGS...
+           wall time of a command (stdout to /dev/null), N times.
+
+packaging/bench.sh runs the whole comparison against mgmtd and prints a table.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  using namespace mgmt::bench;
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  const Args args(argv + 2, argv + argc);
+  try {
+    if (cmd == "load") return cmd_load(args);
+    if (cmd == "capture") return cmd_capture(args);
+    if (cmd == "floor") return cmd_floor(args);
+    if (cmd == "hold") return cmd_hold(args);
+    if (cmd == "startup") return cmd_startup(args);
+    if (cmd == "wall") return cmd_wall(args);
+    throw UsageError("unknown command '" + cmd + "'");
+  } catch (const UsageError& e) {
+    std::cerr << "mgmt-bench: " << e.what() << "\n\n" << kUsage;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "mgmt-bench " << cmd << ": " << e.what() << "\n";
+    return 1;
+  }
+}

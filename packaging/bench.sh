@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Benchmarks mgmtd against the floor (mgmt-bench floor: a minimal server answering every
+# frame with a canned reply of the same size) in one run, and prints a Markdown table.
+#
+#   bash packaging/bench.sh            # builds the release preset first (~3 min total)
+#
+# Environment: SKIP_BUILD=1 (use build/release as it is), BENCH_DURATION (seconds per
+# load run, default 2), BENCH_ROUNDS (alternating floor/mgmtd rounds per figure, median
+# kept, default 3), BENCH_PROCS (supervised processes, default 100), BENCH_REPEAT (runs of
+# the start-up and mgmtctl timings, default 20), BUILD_DIR (default build/release).
+# Not part of the test suite: it prints figures and asserts nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD=${BUILD_DIR:-build/release}
+DURATION=${BENCH_DURATION:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
+NPROCS=${BENCH_PROCS:-100}
+REPEAT=${BENCH_REPEAT:-20}
+NCONN=1000
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  cmake --preset release >/dev/null
+  flock /tmp/mgmt-build.lock cmake --build "$BUILD" >&2
+fi
+BIN=$BUILD/bin
+BENCH=$BIN/mgmt-bench
+for f in "$BIN/mgmtd" "$BIN/mgmtctl" "$BENCH"; do
+  [[ -x $f ]] || { echo "bench: $f is missing; build the release preset" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d /tmp/mgmt-bench.XXXXXX)
+SOCK=$TMP/mgmtd.sock
+FSOCK=$TMP/floor.sock
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# --- configuration: every stock plugin, NPROCS idle processes --------------------------
+CFG=$TMP/mgmt.yaml
+{
+  echo "server:"
+  echo "  socket: $SOCK"
+  echo "  write_hint: false"
+  echo "backend:"
+  echo "  plugin: process"
+  echo "  config:"
+  echo "    processes:"
+  for ((i = 0; i < NPROCS; i++)); do
+    printf '      - {id: p%03d, command: /bin/sleep, args: ["100000"], restart: never}\n' "$i"
+  done
+  echo "limits:"
+  echo "  max_connections: $((NCONN + 64))"
+  echo "log:"
+  echo "  level: warn"
+} >"$CFG"
+# The stock handlers are the default mapping; stock command plugins (anything else in the
+# plugin folder) are mapped to 0xAA.. when mgmtd accepts them.
+PLUGDIR=$BUILD/lib/mgmtd/plugins
+CMDS=()
+for so in "$PLUGDIR"/*.so; do
+  name=$(basename "$so" .so)
+  case $name in list | status | logs | events | start | stop | process) ;; *) CMDS+=("$name") ;; esac
+done
+if ((${#CMDS[@]} > 0)); then
+  cp "$CFG" "$CFG.base"
+  { echo "commands:"; t=170; for c in "${CMDS[@]:0:6}"; do printf '  0x%X: %s\n' $t "$c"; t=$((t + 1)); done; } >>"$CFG"
+  if ! "$BIN/mgmtd" --check -c "$CFG" >/dev/null 2>&1; then
+    echo "bench: mgmtd refuses the extra plugins (${CMDS[*]}) as commands; loading the stock six only" >&2
+    mv "$CFG.base" "$CFG"
+  fi
+fi
+NPLUGINS=$("$BIN/mgmtd" --check -c "$CFG" | grep -c ': .*(/')
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_file_line() {  # FILE PATTERN: waits (10 s max) for PATTERN in FILE
+  for _ in $(seq 1000); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.01; done
+  echo "bench: timed out waiting for '$2' in $1" >&2; return 1
+}
+
+# --- mgmtd ------------------------------------------------------------------------------
+"$BIN/mgmtd" -c "$CFG" 2>"$TMP/mgmtd.log" &
+MGMTD=$!
+PIDS+=("$MGMTD")
+for _ in $(seq 1000); do
+  n=$("$BIN/mgmtctl" --socket "$SOCK" list 2>/dev/null | grep -c ' running ' || true)
+  [[ $n == "$NPROCS" ]] && break
+  sleep 0.02
+done
+[[ $n == "$NPROCS" ]] || { echo "bench: mgmtd did not get $NPROCS processes running" >&2; cat "$TMP/mgmtd.log" >&2; exit 1; }
+SID=$(printf 'p%03d' $((NPROCS / 2)))
+
+# --- the floor, answering with mgmtd's own reply bytes -----------------------------------
+"$BENCH" capture --socket "$SOCK" --op list --out "$TMP/list.bin" >/dev/null
+"$BENCH" capture --socket "$SOCK" --op status --id "$SID" --out "$TMP/status.bin" >/dev/null
+"$BENCH" floor --socket "$FSOCK" --reply 0xa0="$TMP/list.bin" --reply 0xa2="$TMP/status.bin" \
+  >"$TMP/floor.out" &
+FLOOR=$!
+PIDS+=("$FLOOR")
+wait_file_line "$TMP/floor.out" listening
+
+# --- request/response load: floor and mgmtd alternate, median of ROUNDS -----------------
+declare -A R  # R[server,op,clients,field] = median
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
+median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+for op in list status; do
+  for c in 1 4; do
+    declare -A runs=()
+    for ((r = 0; r < ROUNDS; r++)); do
+      for srv in floor mgmtd; do
+        s=$SOCK; [[ $srv == floor ]] && s=$FSOCK
+        line=$("$BENCH" load --socket "$s" --op "$op" --id "$SID" --clients "$c" \
+          --duration "$DURATION" --warmup 0.3)
+        echo "  $srv: $line" >&2
+        for k in rps p50_us p99_us max_us reply_bytes; do runs[$srv,$k]+="$(field "$line" "$k") "; done
+      done
+    done
+    for srv in floor mgmtd; do
+      for k in rps p50_us p99_us max_us reply_bytes; do
+        R[$srv,$op,$c,$k]=$(tr ' ' '\n' <<<"${runs[$srv,$k]}" | grep . | median)
+      done
+    done
+    unset runs
+  done
+done
+
+# --- memory -----------------------------------------------------------------------------
+RSS_PROCS=$(rss_kib "$MGMTD")
+HWM_PROCS=$(awk '/^VmHWM/ {print $2}' "/proc/$MGMTD/status")
+"$BENCH" hold --socket "$SOCK" --connections "$NCONN" >"$TMP/hold.out" &
+HOLD=$!
+PIDS+=("$HOLD")
+wait_file_line "$TMP/hold.out" holding
+sleep 0.2
+RSS_CONN=$(rss_kib "$MGMTD")
+kill "$HOLD"; wait "$HOLD" 2>/dev/null || true
+"$BENCH" hold --socket "$FSOCK" --connections "$NCONN" >"$TMP/hold.out" &
+HOLD=$!
+PIDS+=("$HOLD")
+wait_file_line "$TMP/hold.out" holding
+sleep 0.2
+RSS_CONN_FLOOR=$(rss_kib "$FLOOR")
+kill "$HOLD"; wait "$HOLD" 2>/dev/null || true
+
+# --- mgmtctl list wall time (against mgmtd and against the floor) ------------------------
+WALL=$("$BENCH" wall --repeat "$REPEAT" -- "$BIN/mgmtctl" --socket "$SOCK" list)
+WALL_FLOOR=$("$BENCH" wall --repeat "$REPEAT" -- "$BIN/mgmtctl" --socket "$FSOCK" list)
+
+kill "$MGMTD"; wait "$MGMTD" 2>/dev/null || true
+kill "$FLOOR"; wait "$FLOOR" 2>/dev/null || true
+PIDS=()
+
+# --- start-up to socket ready (mgmtd with every plugin; the floor's own start-up) --------
+UP=$("$BENCH" startup --socket "$SOCK" --repeat "$REPEAT" -- "$BIN/mgmtd" -c "$CFG")
+UP_FLOOR=$("$BENCH" startup --socket "$FSOCK" --repeat "$REPEAT" -- "$BENCH" floor --socket "$FSOCK")
+
+# --- the table --------------------------------------------------------------------------
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
+verdict() {  # VALUE OP LIMIT
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {ok = (op == ">=" ? v >= l : v <= l); print (ok ? "yes" : "**no**")}'
+}
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@"; }
+
+CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+echo
+echo "Machine: $(nproc) cores ($CPU), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)," \
+  "$(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end of the run."
+echo "mgmtd: $NPROCS idle processes, $NPLUGINS plugins; ${DURATION}s per load run, median of $ROUNDS alternating rounds."
+echo
+row figure mgmtd floor ratio target met
+row --- --- --- --- --- ---
+for op in list status; do
+  what="list ($NPROCS processes, $(awk -v b="${R[mgmtd,list,1,reply_bytes]}" 'BEGIN {printf "%d B reply", b}'))"
+  [[ $op == status ]] && what="status ($(awk -v b="${R[mgmtd,status,1,reply_bytes]}" 'BEGIN {printf "%d B reply", b}'))"
+  for c in 1 4; do
+    rps=${R[mgmtd,$op,$c,rps]}; frps=${R[floor,$op,$c,rps]}
+    rr=$(ratio "$rps" "$frps")
+    tgt="—"; met="—"
+    if [[ $c == 4 && $op == list ]]; then tgt="≥ 0.70"; met=$(verdict "$rr" ">=" 0.70); fi
+    if [[ $c == 4 && $op == status ]]; then tgt="≥ 0.80"; met=$(verdict "$rr" ">=" 0.80); fi
+    row "$what, $c client(s): throughput" "$(printf '%.0f req/s' "$rps")" "$(printf '%.0f req/s' "$frps")" "$rr" "$tgt" "$met"
+    for k in p50_us p99_us max_us; do
+      v=${R[mgmtd,$op,$c,$k]}; f=${R[floor,$op,$c,$k]}
+      rr=$(ratio "$v" "$f"); tgt="—"; met="—"
+      if [[ $c == 4 && $op == list && $k == p99_us ]]; then tgt="≤ 2.00"; met=$(verdict "$rr" "<=" 2.0); fi
+      row "$what, $c client(s): latency ${k%_us}" "$v µs" "$f µs" "$rr" "$tgt" "$met"
+    done
+  done
+done
+row "RSS of mgmtd, $NPROCS processes (children excluded; peak $(mib "$HWM_PROCS"))" "$(mib "$RSS_PROCS")" "—" "—" "≤ 6 MiB" "$(verdict "$RSS_PROCS" "<=" 6144)"
+row "RSS with $NCONN idle connections" "$(mib "$RSS_CONN")" "$(mib "$RSS_CONN_FLOOR")" "$(ratio "$RSS_CONN" "$RSS_CONN_FLOOR")" "≤ 32 MiB" "$(verdict "$RSS_CONN" "<=" 32768)"
+up=$(field "$UP" median_ms); upf=$(field "$UP_FLOOR" median_ms)
+row "start-up to socket ready, $NPLUGINS plugins (median of $REPEAT)" "$up ms" "$upf ms" "$(ratio "$up" "$upf")" "≤ 20 ms" "$(verdict "$up" "<=" 20)"
+w=$(field "$WALL" median_ms); wf=$(field "$WALL_FLOOR" median_ms)
+row "\`mgmtctl list\` wall (median of $REPEAT)" "$w ms" "$wf ms" "$(ratio "$w" "$wf")" "≤ 2 ms" "$(verdict "$w" "<=" 2)"
+echo
+echo "Floor column: the same figure against mgmt-bench floor (one epoll thread, same socket and framing," \
+  "one read and one write per request, a canned reply of mgmtd's size); for start-up, the floor's own;" \
+  "for \`mgmtctl list\`, mgmtctl against the floor. Ratios: mgmtd / floor (throughput: higher is better)."
