@@ -68,7 +68,7 @@ struct Server::Impl {
         signals(io),
         drain_timer(io),
         access(::geteuid(), opts.access.rules),
-        host{io, d, opts.limits, access, log, [this](Session* s) { sessions.erase(s); }} {}
+        host{io, d, opts.limits, access, stats, log, [this](Session* s) { sessions.erase(s); }} {}
 
   void accept();
   void begin_shutdown(const char* why);
@@ -83,6 +83,7 @@ struct Server::Impl {
   asio::signal_set signals;
   asio::steady_timer drain_timer;
   AccessPolicy access;
+  ServerStats stats;
   SessionHost host;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
   std::uint64_t next_id = 1;
@@ -187,6 +188,7 @@ void Server::Impl::accept() {
     if (sessions.size() >= opts.limits.max_connections) {
       log->warn("refusing a connection: {} connections open (limits.max_connections)",
                 sessions.size());
+      stats.connection_refused();
       boost::system::error_code ignored;
       sock.close(ignored);
     } else {
@@ -273,6 +275,8 @@ void Server::run() {
   m.io.run();
   m.log->info("stopped");
 }
+
+const ServerStats& Server::stats() const { return impl_->stats; }
 
 void Server::stop() {
   asio::post(impl_->io, [m = impl_.get()] { m->begin_shutdown("stop requested"); });

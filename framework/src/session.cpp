@@ -111,6 +111,7 @@ Session::Session(Socket socket, SessionHost& host, std::uint64_t id)
 Session::~Session() = default;
 
 void Session::start() {
+  host_.stats.connection_opened();
   host_.log->debug("conn {}: opened by pid {} uid {}", id_, peer_pid_, peer_uid_);
   next_request();
 }
@@ -132,6 +133,7 @@ void Session::next_request() {
   if (err != HeaderError::none) {
     // Nothing after a bad header can be trusted to be a frame boundary.
     host_.log->warn("conn {} (pid {}): {}; closing the connection", id_, peer_pid_, describe(err));
+    host_.stats.bad_frame();
     close("bad header");
     return;
   }
@@ -261,6 +263,8 @@ void Session::answer_now(std::string payload) {
 
 void Session::dispatch() {
   const std::uint8_t type = header_.type;
+  request_started_ = std::chrono::steady_clock::now();
+  host_.stats.request(type);
   const Dispatcher::Route route = host_.dispatcher.find(type);
   Handler* h = route.handler;
   if (h == nullptr) {
@@ -268,6 +272,7 @@ void Session::dispatch() {
     return;
   }
   if ((rights_ & bit(route.right)) == 0) {
+    host_.stats.denied();
     host_.log->warn("conn {}: denied {} to uid {} pid {}: lacks the {} right", id_,
                     type_hex(type), peer_uid_, peer_pid_, right_name(route.right));
     answer_now(error_reply(std::string("permission denied: uid ") + std::to_string(peer_uid_) +
@@ -296,6 +301,10 @@ void Session::on_reply(std::string frame) {
   if (mode_ == Mode::closed) return;
   enqueue(std::move(frame));
   if (mode_ == Mode::busy) {
+    host_.stats.answered(static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                              request_started_)
+            .count()));
     if (shutting_down_) {
       close_after_flush_ = true;
       if (!writing_ && outq_.empty()) close("server shutting down");
@@ -325,6 +334,7 @@ bool Session::on_push(std::string frame) {
     host_.log->warn("conn {} (pid {}): stream reader is {} bytes behind (limits.max_queue); "
                     "disconnecting it",
                     id_, peer_pid_, queued_bytes_);
+    host_.stats.slow_reader_dropped();
     close("stream reader too slow");
     return false;
   }
@@ -406,6 +416,7 @@ void Session::close(const char* why) {
   if (mode_ == Mode::closed) return;
   mode_ = Mode::closed;
   closed_flag_->store(true);
+  host_.stats.connection_closed();
   host_.log->debug("conn {}: closed ({})", id_, why);
   cancel_timer();
   timer_.cancel();  // releases the pending wait (and its reference to this session) now

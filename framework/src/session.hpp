@@ -17,6 +17,7 @@
 #include "mgmt/server/access.hpp"
 #include "mgmt/server/config.hpp"
 #include "mgmt/server/dispatcher.hpp"
+#include "mgmt/stats.hpp"
 
 namespace spdlog {
 class logger;
@@ -32,6 +33,7 @@ struct SessionHost {
   const Dispatcher& dispatcher;
   const Limits& limits;
   const AccessPolicy& access;
+  ServerStats& stats;
   std::shared_ptr<spdlog::logger> log;
   std::function<void(Session*)> on_closed;
 };
@@ -91,6 +93,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool shutting_down_ = false;
   bool close_after_flush_ = false;
   FrameHeader header_{};
+  std::chrono::steady_clock::time_point request_started_{};
   std::string payload_;
   std::array<char, 4096> in_buf_{};
   std::size_t in_begin_ = 0;  // unparsed bytes are in_buf_[in_begin_, in_end_)

@@ -142,6 +142,7 @@ int main(int argc, char** argv) {
   {
     mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits, cfg.access};
     mgmt::Server server(so, plugins.dispatcher, *plugins.backend, log);
+    plugins.server->stats = &server.stats();
     try {
       server.listen();
       plugins.backend->start_all();

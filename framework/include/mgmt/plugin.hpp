@@ -52,6 +52,7 @@
 
 #include "mgmt/backend.hpp"
 #include "mgmt/handler.hpp"
+#include "mgmt/stats.hpp"
 
 namespace spdlog {
 class logger;
@@ -91,6 +92,7 @@ struct ServerInfo {
   std::int64_t started_at = 0;        // unix nanos
   std::string config_file;            // absolute path of mgmt.yaml
   std::vector<LoadedPlugin> plugins;  // backend first, then by message type
+  const ServerStats* stats = nullptr; // the socket server's live counters
 };
 
 // What a plugin receives when it is created.

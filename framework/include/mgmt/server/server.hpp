@@ -8,6 +8,7 @@
 #include "mgmt/backend.hpp"
 #include "mgmt/server/config.hpp"
 #include "mgmt/server/dispatcher.hpp"
+#include "mgmt/stats.hpp"
 
 namespace spdlog {
 class logger;
@@ -38,6 +39,8 @@ class Server {
   void run();
   // Asks run() to shut down, from any thread.
   void stop();
+  // Live counters (connections, requests by type, latency), readable from any thread.
+  const ServerStats& stats() const;
 
  private:
   struct Impl;
