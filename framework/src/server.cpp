@@ -60,15 +60,18 @@ void write_hint_file(const std::string& runtime_dir, spdlog::logger& log) {
 }  // namespace
 
 struct Server::Impl {
-  Impl(ServerOptions o, const Dispatcher& d, Backend& b, std::shared_ptr<spdlog::logger> l)
+  Impl(ServerOptions o, std::shared_ptr<const Dispatcher> d, Backend& b,
+       std::shared_ptr<spdlog::logger> l)
       : opts(std::move(o)),
+        dispatcher(std::move(d)),
         backend(b),
         log(std::move(l)),
         acceptor(io),
         signals(io),
         drain_timer(io),
         access(::geteuid(), opts.access.rules),
-        host{io, d, opts.limits, access, stats, log, [this](Session* s) { sessions.erase(s); }} {}
+        host{io,  dispatcher.get(), opts.limits, access, stats, log,
+             [this](Session* s) { sessions.erase(s); }} {}
 
   void accept();
   void begin_shutdown(const char* why);
@@ -76,6 +79,9 @@ struct Server::Impl {
   void wait_signal();
 
   ServerOptions opts;
+  std::shared_ptr<const Dispatcher> dispatcher;
+  std::vector<std::shared_ptr<const Dispatcher>> retired;
+  std::function<void()> reload;
   Backend& backend;
   std::shared_ptr<spdlog::logger> log;
   asio::io_context io;
@@ -93,9 +99,10 @@ struct Server::Impl {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> shutdown_work;
 };
 
-Server::Server(ServerOptions opts, const Dispatcher& dispatcher, Backend& backend,
+Server::Server(ServerOptions opts, std::shared_ptr<const Dispatcher> dispatcher, Backend& backend,
                std::shared_ptr<spdlog::logger> log)
-    : impl_(std::make_unique<Impl>(std::move(opts), dispatcher, backend, std::move(log))) {}
+    : impl_(std::make_unique<Impl>(std::move(opts), std::move(dispatcher), backend,
+                                   std::move(log))) {}
 
 Server::~Server() {
   if (impl_->backend_stopper.joinable()) impl_->backend_stopper.join();
@@ -204,7 +211,12 @@ void Server::Impl::wait_signal() {
   signals.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
-      log->warn("SIGHUP: configuration reload is not supported; restart mgmtd to apply changes");
+      if (reload) {
+        log->info("SIGHUP: reloading the configuration");
+        reload();
+      } else {
+        log->warn("SIGHUP: configuration reload is not supported here; restart to apply changes");
+      }
     } else {
       begin_shutdown(sig == SIGINT ? "SIGINT" : "SIGTERM");
     }
@@ -277,6 +289,22 @@ void Server::run() {
 }
 
 const ServerStats& Server::stats() const { return impl_->stats; }
+
+void Server::set_dispatcher(std::shared_ptr<const Dispatcher> d) {
+  auto& m = *impl_;
+  m.retired.push_back(std::move(m.dispatcher));
+  m.dispatcher = std::move(d);
+  m.host.dispatcher = m.dispatcher.get();
+}
+
+void Server::update(const Limits& limits, const AccessConfig& access) {
+  auto& m = *impl_;
+  m.opts.limits = limits;
+  m.opts.access = access;
+  m.access = AccessPolicy(::geteuid(), access.rules);
+}
+
+void Server::on_reload(std::function<void()> reload) { impl_->reload = std::move(reload); }
 
 void Server::stop() {
   asio::post(impl_->io, [m = impl_.get()] { m->begin_shutdown("stop requested"); });

@@ -265,7 +265,7 @@ void Session::dispatch() {
   const std::uint8_t type = header_.type;
   request_started_ = std::chrono::steady_clock::now();
   host_.stats.request(type);
-  const Dispatcher::Route route = host_.dispatcher.find(type);
+  const Dispatcher::Route route = host_.dispatcher->find(type);
   Handler* h = route.handler;
   if (h == nullptr) {
     answer_now(error_reply("unknown request type " + type_hex(type)));

@@ -30,7 +30,7 @@ class Session;
 // What sessions share with the server.
 struct SessionHost {
   asio::io_context& io;
-  const Dispatcher& dispatcher;
+  const Dispatcher* dispatcher;  // swapped by a reload (on the I/O thread)
   const Limits& limits;
   const AccessPolicy& access;
   ServerStats& stats;

@@ -21,6 +21,7 @@ std::optional<Command> command_named(std::string_view s) {
   if (s == "restart") return Command::restart;
   if (s == "signal") return Command::signal;
   if (s == "info") return Command::info;
+  if (s == "reload") return Command::reload;
   if (s == "call") return Command::call;
   if (s == "help") return Command::help;
   if (s == "version") return Command::version;
@@ -38,6 +39,7 @@ std::string_view command_name(Command c) {
     case Command::restart: return "restart";
     case Command::signal: return "signal";
     case Command::info: return "info";
+    case Command::reload: return "reload";
     case Command::call: return "call";
     case Command::help: return "help";
     case Command::version: return "version";
@@ -56,7 +58,7 @@ bool flag_applies(std::string_view flag, Command c) {
   if (flag == "process") return c == Command::events;
   if (flag == "type") {
     return c == Command::events || c == Command::restart || c == Command::signal ||
-           c == Command::info;
+           c == Command::info || c == Command::reload;
   }
   return true;
 }
@@ -264,6 +266,7 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       if (positionals.empty()) return usage(cmd + " needs at least one process id");
       break;
     case Command::info:
+    case Command::reload:
       if (!positionals.empty()) {
         return usage(cmd + " takes no arguments, got " + quoted(positionals.front()));
       }

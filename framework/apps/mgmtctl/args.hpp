@@ -13,7 +13,7 @@ namespace mgmtctl {
 enum class Command {
   none, help, version, list, status, start, stop, logs, events,
   // Extra commands (types 0xAA..0xAF; which one is mgmt.yaml's business).
-  restart, signal, info, call
+  restart, signal, info, reload, call
 };
 
 // Which log stream(s) `logs` shows.

@@ -29,6 +29,8 @@ Commands:
                                  or with --group to its whole process group
   info [--json] [--type 0xNN]    server version, plugin ABI, uptime, config file and
                                  the loaded plugins with their versions and files
+  reload [--type 0xNN]           re-read mgmt.yaml and apply it (exit 1 with the reason
+                                 when the server refuses it and keeps the running one)
   call <TYPE> [JSON]             send any request (a JSON object, converted to
                                  MessagePack; none: an empty payload) and print the
                                  answer as JSON (byte strings as base64); exit 1 when
@@ -46,8 +48,9 @@ Without --socket the socket is found as cliwrap finds it: --runtime-dir, then
 $CLIWRAP_RUNTIME_DIR, then the hint file <cache dir>/cliwrap/runtime-dir written
 by the server, then $TMPDIR/cliwrap/manager.sock (/tmp when TMPDIR is unset).
 Durations are Go's: 500ms, 90s, 5m, 1h30m.
-restart, signal and info are extra commands: mgmt.yaml maps them to a message type
-(stock: restart 0xAA, signal 0xAB, info 0xAC); --type reaches them on another one.
+restart, signal, info and reload are extra commands: mgmt.yaml maps them to a message
+type (stock: restart 0xAA, signal 0xAB, info 0xAC, reload 0xAD); --type reaches them
+on another one.
 
 Exit codes: 0 success, 1 failure (connection, server or protocol error), 2 usage error.
 )";

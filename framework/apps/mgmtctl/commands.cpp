@@ -142,6 +142,18 @@ int cmd_signal(mgmt::Client& c, const Options& o, std::ostream& out) {
   return kExitOk;
 }
 
+int cmd_reload(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
+  const auto type = o.msg_type.value_or(mgmt::kReloadCommandType);
+  const auto f = c.call(type, mgmt::encode(mgmt::InfoRequest{}));  // an empty map
+  const auto resp = expect_command<mgmt::RestartResponse>(c, f, type);  // {err}
+  if (!resp.err.empty()) {
+    err << "reload refused, the running configuration stays: " << resp.err << '\n';
+    return kExitFailure;
+  }
+  out << "reloaded\n";
+  return kExitOk;
+}
+
 int cmd_info(mgmt::Client& c, const Options& o, std::ostream& out, TimeZone tz) {
   const auto type = o.msg_type.value_or(mgmt::kInfoCommandType);
   const auto f = c.call(type, mgmt::encode(mgmt::InfoRequest{}));
@@ -244,6 +256,7 @@ int run_command(const Options& o, std::ostream& out, std::ostream& err, TimeZone
       case Command::restart: return cmd_restart(c, o, out, err);
       case Command::signal: return cmd_signal(c, o, out);
       case Command::info: return cmd_info(c, o, out, tz);
+      case Command::reload: return cmd_reload(c, o, out, err);
       case Command::call: return cmd_call(c, o, out);
       default: break;
     }

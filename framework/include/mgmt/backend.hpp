@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include <yaml-cpp/yaml.h>
+
 #include "mgmt/messages.hpp"
 
 namespace mgmt {
@@ -97,6 +99,16 @@ class Backend {
     OpResult r;
     r.err = "sending signals is not supported by this backend";
     done(std::move(r));
+  }
+
+  // Live reload: `config` is the backend's new `config:` block. Validate it completely
+  // first; if it is not acceptable, change nothing and return why (with file:line:column
+  // like the constructor's errors). Otherwise apply it without disturbing what did not
+  // change (for the process backend: start added processes, stop removed ones, restart only
+  // changed ones) and return "". Must not block (stops complete in the background). The
+  // default refuses, so mgmtd keeps the running configuration.
+  virtual std::string reconfigure(const YAML::Node& /*config*/, const std::string& /*file*/) {
+    return "this backend cannot change its configuration while running: restart mgmtd";
   }
 };
 

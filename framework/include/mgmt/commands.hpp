@@ -30,6 +30,7 @@ namespace mgmt {
 inline constexpr std::uint8_t kRestartCommandType = 0xAA;
 inline constexpr std::uint8_t kSignalCommandType = 0xAB;
 inline constexpr std::uint8_t kInfoCommandType = 0xAC;
+inline constexpr std::uint8_t kReloadCommandType = 0xAD;
 
 // restart: stops the process (waiting out its stop timeout), then starts it. A process that
 // is not running is simply started. Request {`id`: str}; answer {`entry`: Entry after the

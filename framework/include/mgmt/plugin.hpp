@@ -44,6 +44,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,6 +94,10 @@ struct ServerInfo {
   std::string config_file;            // absolute path of mgmt.yaml
   std::vector<LoadedPlugin> plugins;  // backend first, then by message type
   const ServerStats* stats = nullptr; // the socket server's live counters
+  // Re-reads the configuration and applies it (the stock `reload` command); returns "" or
+  // why nothing was changed. Call it on the I/O thread (from Handler::handle). Empty when
+  // the host cannot reload.
+  std::function<std::string()> reload;
 };
 
 // What a plugin receives when it is created.

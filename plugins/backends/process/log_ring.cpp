@@ -37,6 +37,28 @@ std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool del
   return dropped;
 }
 
+std::size_t LogRing::set_capacity(std::size_t capacity) {
+  capacity_ = std::max<std::size_t>(capacity, 1);
+  std::size_t dropped = 0;
+  while (size_ > capacity_) {
+    Chunk& front = chunks_.front();
+    const std::size_t excess = size_ - capacity_;
+    if (front.bytes.size() > excess) {  // keep the tail of the oldest chunk
+      front.bytes.erase(0, excess);
+      drop_front(excess);
+      size_ -= excess;
+      dropped += excess;
+      break;
+    }
+    const std::size_t n = front.bytes.size();
+    drop_front(n);
+    size_ -= n;
+    dropped += n;
+    chunks_.pop_front();
+  }
+  return dropped;
+}
+
 std::string LogRing::query(std::int64_t since_ns, std::int64_t last_lines_n) const {
   // Filtered chunk by chunk rather than by a cut point: the wall clock may step back.
   std::string out;

@@ -24,6 +24,11 @@ class LogRing {
   // last `last_lines` lines (0 = all; a trailing line without '\n' counts as a line).
   std::string query(std::int64_t since_ns, std::int64_t last_lines) const;
 
+  // Changes the capacity (at least 1 byte), keeping what still fits: a smaller ring drops
+  // its oldest chunks (counted like any other drop); a larger one keeps everything.
+  // Returns how many bytes were dropped.
+  std::size_t set_capacity(std::size_t capacity);
+
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return capacity_; }
 

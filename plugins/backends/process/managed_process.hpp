@@ -25,13 +25,16 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 struct ManagedProcess {
   explicit ManagedProcess(ProcessSpec s)
       : spec(std::move(s)), logs{LogRing(spec.log_buffer), LogRing(spec.log_buffer)} {
-    if (!spec.log_files.dir.empty()) {
-      for (int i : {0, 1}) {
-        files[i].emplace(spec.log_files.dir + "/" + spec.id + (i == 0 ? ".stdout" : ".stderr") +
-                             ".log",
-                         spec.log_files.max_size, spec.log_files.max_files);
-      }
-    }
+    open_files();
+  }
+
+  // Takes a new spec (live reload), only while there is no child: the ring buffers keep
+  // what fits in the new log_buffer, the log files follow the new log_file_dir & co.
+  void set_spec(ProcessSpec s) {
+    const bool files_changed = s.log_files != spec.log_files;
+    spec = std::move(s);
+    for (auto& ring : logs) ring.set_capacity(spec.log_buffer);
+    if (files_changed) open_files();
   }
 
   ProcessSpec spec;
@@ -44,6 +47,16 @@ struct ManagedProcess {
   bool exec_failed = false;      // the current child never ran the program
   bool abandoned = false;        // survived SIGKILL during shutdown; no longer waited for
   bool stop_queued = false;      // shutdown: stop once every dependent is down
+
+  // Live reload (ProcessBackend::reconfigure).
+  // Removed from the configuration: invisible to clients and out of the start order; its
+  // child (if any) is being stopped. The supervisor erases the record once the child is
+  // reaped and no waiter is left.
+  bool retired = false;
+  // Changed while it had a child: the spec to take once that child is reaped.
+  std::optional<ProcessSpec> next_spec;
+  // Changed while running or starting: start it again (with next_spec) once it has stopped.
+  bool restart_after_stop = false;
 
   std::uint64_t restarts = 0;     // automatic restarts, ever
   std::uint32_t consecutive = 0;  // automatic restarts since the last stable run
@@ -72,6 +85,20 @@ struct ManagedProcess {
   std::array<std::uint64_t, 2> unread_dropped_seen{0, 0};
 
   bool alive() const { return child.has_value() && !abandoned; }
+
+  // The spec it runs with from its next start on.
+  const ProcessSpec& latest_spec() const { return next_spec ? *next_spec : spec; }
+
+  void open_files() {
+    for (int i : {0, 1}) {
+      files[i].reset();
+      file_error_reported[i] = false;
+      if (spec.log_files.dir.empty()) continue;
+      files[i].emplace(spec.log_files.dir + "/" + spec.id + (i == 0 ? ".stdout" : ".stderr") +
+                           ".log",
+                       spec.log_files.max_size, spec.log_files.max_files);
+    }
+  }
 
   Entry entry() const {
     Entry e;

@@ -46,6 +46,8 @@ constexpr int kReadsPerWakeup = 16;
 // At exit: enough for a full pipe many times over, bounded against a writer that escaped
 // the process group and keeps the pipe open.
 constexpr int kReadsAtExit = 256;
+// How long list and status reuse a sample of the children's resident memory.
+constexpr auto kRssMaxAge = std::chrono::seconds(1);
 
 std::int64_t unix_nanos() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -100,7 +102,8 @@ ProcessBackend::ProcessBackend(const PluginEnv& env)
 ProcessBackend::ProcessBackend(BackendConfig config, std::shared_ptr<spdlog::logger> log)
     : log_(std::move(log)),
       subreaper_wanted_(config.subreaper),
-      registry_(config.state_dir.empty() ? default_state_dir() : config.state_dir),
+      state_dir_(config.state_dir.empty() ? default_state_dir() : config.state_dir),
+      registry_(state_dir_),
       read_buf_(kReadChunk) {
   wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_fd_) throw std::system_error(errno, std::system_category(), "eventfd");
@@ -108,14 +111,7 @@ ProcessBackend::ProcessBackend(BackendConfig config, std::shared_ptr<spdlog::log
   for (auto& spec : config.processes) {
     procs_.push_back(std::make_unique<ManagedProcess>(std::move(spec)));
   }
-  for (const auto& p : procs_) {
-    for (const auto& dep : p->spec.depends_on) {
-      if (ManagedProcess* d = find(dep)) {
-        p->deps.push_back(d);
-        d->dependents.push_back(p.get());
-      }
-    }
-  }
+  relink();
   for (std::size_t i : order) start_order_.push_back(procs_[i].get());
   {
     std::lock_guard lock(mu_);
@@ -181,37 +177,59 @@ void ProcessBackend::shutdown() {
 
 std::vector<Entry> ProcessBackend::list() {
   std::vector<Entry> out;
-  std::set<pid_t> groups;
   {
     std::lock_guard lock(mu_);
     out.reserve(procs_.size());
     for (const auto& p : procs_) {
+      if (p->retired) continue;  // removed by a reload, its child still stopping
       out.push_back(p->entry());
-      if (out.back().pid > 0) groups.insert(static_cast<pid_t>(out.back().pid));
     }
   }
-  // /proc is read without the lock: a child that exits meanwhile only reads as rss 0.
-  const auto rss = group_rss(groups);
-  for (auto& e : out) {
-    const auto it = rss.find(static_cast<pid_t>(e.pid));
-    if (e.pid > 0 && it != rss.end()) e.rss = it->second;
-  }
+  fill_rss(out);
   return out;
 }
 
 std::optional<Entry> ProcessBackend::status(std::string_view id) {
-  Entry e;
+  std::vector<Entry> one(1);
   {
     std::lock_guard lock(mu_);
     const ManagedProcess* p = find(id);
     if (!p) return std::nullopt;
-    e = p->entry();
+    one[0] = p->entry();
   }
-  if (e.pid > 0) {
-    const auto rss = group_rss({static_cast<pid_t>(e.pid)});
-    if (const auto it = rss.find(static_cast<pid_t>(e.pid)); it != rss.end()) e.rss = it->second;
+  fill_rss(one);
+  return std::move(one[0]);
+}
+
+// Resident memory of the children's process groups, sampled at most once per kRssMaxAge
+// (or when a group is new): a scan reads /proc for every process on the machine, far too
+// slow to repeat for every list or status request.
+void ProcessBackend::fill_rss(std::vector<Entry>& entries) {
+  std::lock_guard rss_lock(rss_mu_);
+  const auto now = steady_clock::now();
+  bool stale = now - rss_at_ >= kRssMaxAge;
+  for (std::size_t i = 0; !stale && i < entries.size(); ++i) {
+    stale = entries[i].pid > 0 && rss_.count(static_cast<pid_t>(entries[i].pid)) == 0;
   }
-  return e;
+  if (stale) {
+    // Every current group, so that one scan serves list and status alike.
+    std::set<pid_t> groups;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& p : procs_) {
+        if (p->child && !p->exec_failed) groups.insert(p->child->pid());
+      }
+    }
+    // /proc is read without mu_: a child that exits meanwhile only reads as rss 0.
+    rss_ = group_rss(groups);
+    for (const pid_t g : groups) rss_.emplace(g, 0);  // gone or unreadable: 0, no rescan
+    rss_at_ = now;
+  }
+  for (auto& e : entries) {
+    if (e.pid <= 0) continue;
+    const auto it = rss_.find(static_cast<pid_t>(e.pid));
+    if (it != rss_.end()) e.rss = it->second;
+  }
 }
 
 void ProcessBackend::start(std::string_view id, OpDone done) {
@@ -269,6 +287,7 @@ void ProcessBackend::stop(std::string_view id, OpDone done) {
           std::move(done),
           OpResult{"process " + p->spec.id + " did not exit after SIGKILL", p->entry()});
     } else if (p->state == state::stopping) {
+      p->restart_after_stop = false;  // a client's stop wins over a reload's restart
       p->stop_waiters.push_back(std::move(done));
     } else if (p->spawn_requested || p->state == state::restarting) {
       cancel_start(*p, "", completions);
@@ -350,6 +369,96 @@ void ProcessBackend::signal(std::string_view id, int signo, bool group, OpDone d
   done(std::move(r));
 }
 
+std::string ProcessBackend::reconfigure(const YAML::Node& config, const std::string& file) {
+  // 1. Validate everything before touching anything.
+  BackendConfig next;
+  try {
+    next = parse_backend_config(config, file);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  // Backend-wide settings that only take effect at start-up. Refused rather than ignored,
+  // so that a reload never claims to have applied what it has not.
+  auto where = [&](const char* key) {
+    YAML::Node n = config;
+    if (config && config.IsMap() && config[key]) n = config[key];
+    const YAML::Mark m = n ? n.Mark() : YAML::Mark::null_mark();
+    if (m.is_null()) return file;
+    return file + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+  };
+  const std::string dir = next.state_dir.empty() ? default_state_dir() : next.state_dir;
+  if (dir != state_dir_) {
+    return where("state_dir") + ": state_dir cannot change while mgmtd runs (now " + state_dir_ +
+           ", asked for " + dir + "); keep it, or restart mgmtd to move it";
+  }
+  if (next.subreaper != subreaper_wanted_) {
+    return where("subreaper") + ": subreaper cannot change while mgmtd runs (now " +
+           (subreaper_wanted_ ? "true" : "false") + "); keep it, or restart mgmtd to change it";
+  }
+
+  // 2. Apply, all under the lock: clients see the old set or the new one, never a mix.
+  const auto order = start_order(next.processes);
+  Completions done;
+  {
+    std::lock_guard lock(mu_);
+    if (shutting_down_) return "the server is shutting down";
+    std::set<std::string> wanted;
+    for (const auto& spec : next.processes) wanted.insert(spec.id);
+    // Removed: stopped like a client stop, erased by the supervisor once the child is gone.
+    for (const auto& p : procs_) {
+      if (!p->retired && wanted.count(p->spec.id) == 0) retire(*p, done);
+    }
+    // Changed ones take their spec (or restart towards it); new ones get a record.
+    std::vector<ManagedProcess*> in_file_order;
+    std::vector<ManagedProcess*> to_start;
+    std::vector<std::unique_ptr<ManagedProcess>> added;
+    for (const auto& spec : next.processes) {
+      if (ManagedProcess* p = find(spec.id)) {
+        in_file_order.push_back(p);
+        if (!(spec == p->latest_spec())) change(*p, spec, to_start);
+        continue;
+      }
+      added.push_back(std::make_unique<ManagedProcess>(spec));
+      ManagedProcess* p = added.back().get();
+      in_file_order.push_back(p);
+      emit(p, event::registered, command_line(p->spec));
+      if (p->spec.autostart && activate_requested_) to_start.push_back(p);
+    }
+    // The new order: live records as in the file, then the retired ones.
+    std::vector<std::unique_ptr<ManagedProcess>> records;
+    records.reserve(in_file_order.size() + procs_.size());
+    for (ManagedProcess* p : in_file_order) {
+      auto it = std::find_if(procs_.begin(), procs_.end(),
+                             [p](const auto& q) { return q.get() == p; });
+      if (it != procs_.end()) {
+        records.push_back(std::move(*it));
+      } else {
+        auto a = std::find_if(added.begin(), added.end(),
+                              [p](const auto& q) { return q.get() == p; });
+        records.push_back(std::move(*a));
+      }
+    }
+    for (auto& q : procs_) {
+      if (q) records.push_back(std::move(q));  // retired
+    }
+    procs_ = std::move(records);
+    start_order_.clear();
+    for (std::size_t i : order) start_order_.push_back(in_file_order[i]);
+    relink();
+    // Starts last, in dependency order, once the links are those of the new set.
+    for (ManagedProcess* p : start_order_) {
+      if (std::find(to_start.begin(), to_start.end(), p) != to_start.end()) manual_start(*p);
+    }
+    if (log_) {
+      log_->info("process backend reconfigured: {} process{}", in_file_order.size(),
+                 in_file_order.size() == 1 ? "" : "es");
+    }
+  }
+  wake();
+  run(done);
+  return {};
+}
+
 std::string ProcessBackend::state_file() const {
   std::lock_guard lock(mu_);
   return state_file_;
@@ -360,9 +469,68 @@ std::string ProcessBackend::state_file() const {
 
 ManagedProcess* ProcessBackend::find(std::string_view id) {
   for (const auto& p : procs_) {
-    if (p->spec.id == id) return p.get();
+    if (!p->retired && p->spec.id == id) return p.get();
   }
   return nullptr;
+}
+
+void ProcessBackend::relink() {
+  for (const auto& p : procs_) {
+    p->deps.clear();
+    p->dependents.clear();
+  }
+  for (const auto& p : procs_) {
+    if (p->retired) continue;
+    for (const auto& dep : p->latest_spec().depends_on) {
+      if (ManagedProcess* d = find(dep)) {
+        p->deps.push_back(d);
+        d->dependents.push_back(p.get());
+      }
+    }
+  }
+}
+
+void ProcessBackend::change(ManagedProcess& p, ProcessSpec spec,
+                            std::vector<ManagedProcess*>& to_start) {
+  if (log_) log_->info("process {}: configuration changed", p.spec.id);
+  p.restarts = 0;
+  p.consecutive = 0;
+  if (!p.child) {
+    p.next_spec.reset();
+    p.set_spec(std::move(spec));
+    // A pending start forks with the new spec anyway; a pending restart happens now.
+    if (p.state == state::restarting) to_start.push_back(&p);
+    return;
+  }
+  // The child runs the old spec: it is stopped (with the old stop_timeout) and the new
+  // spec is taken once it is reaped.
+  p.next_spec = std::move(spec);
+  if (!p.exec_failed && (p.state == state::running || p.state == state::starting)) {
+    begin_stop(p);
+    p.restart_after_stop = true;
+  }
+  // Already stopping (a client's stop, or an earlier reload's restart): it goes on as it was.
+}
+
+void ProcessBackend::retire(ManagedProcess& p, Completions& done) {
+  if (log_) log_->info("process {}: removed from the configuration", p.spec.id);
+  p.retired = true;
+  p.next_spec.reset();
+  p.restart_after_stop = false;
+  p.stop_queued = false;
+  if (p.spawn_requested || p.state == state::restarting) {
+    cancel_start(p, ": removed from the configuration", done);
+  } else if (p.child && !p.exec_failed &&
+             (p.state == state::running || p.state == state::starting)) {
+    begin_stop(p);
+  }
+  // Stopping already, or a failed exec waiting to be reaped: the supervisor reaps it as usual.
+}
+
+bool ProcessBackend::predecessor_alive(const ManagedProcess& p) const {
+  return std::any_of(procs_.begin(), procs_.end(), [&](const auto& q) {
+    return q->retired && q->child && q->spec.id == p.spec.id;
+  });
 }
 
 void ProcessBackend::emit(const ManagedProcess* p, std::string_view type, std::string summary) {
@@ -498,6 +666,9 @@ void ProcessBackend::supervise() {
       activate(lock);
     }
     start_ready(done);
+    // Every pointer of the last poll set has been used: records removed by a reload and
+    // done with can go now.
+    erase_retired(done);
     if (all_children_gone()) reaped_.notify_all();
     if (quit_) {
       lock.unlock();
@@ -594,7 +765,8 @@ void ProcessBackend::start_ready(Completions& done) {
       fail_start(*p, why, done);
       continue;
     }
-    if (ready) spawn(*p, done);
+    // A removed process of the same id is still on its way down: never two at once.
+    if (ready && !predecessor_alive(*p)) spawn(*p, done);
   }
 }
 
@@ -696,13 +868,44 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
 }
 
 void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
+  if (record_exit(p, done)) after_exit(p);
+}
+
+void ProcessBackend::after_exit(ManagedProcess& p) {
+  if (p.next_spec) {
+    p.set_spec(std::move(*p.next_spec));
+    p.next_spec.reset();
+  }
+  if (!p.restart_after_stop) return;
+  p.restart_after_stop = false;
+  if (shutting_down_ || p.retired || p.child || p.spawn_requested) return;
+  manual_start(p);  // with its dependencies, like a client's start
+}
+
+void ProcessBackend::erase_retired(Completions& done) {
+  for (auto it = procs_.begin(); it != procs_.end();) {
+    ManagedProcess& p = **it;
+    if (!p.retired || p.child || p.spawn_requested) {
+      ++it;
+      continue;
+    }
+    // Normally none are left by now; never leave a caller waiting on a record that is gone.
+    finish_waiters(p.start_waiters, "process " + p.spec.id + " was removed from the configuration",
+                   p, done);
+    finish_waiters(p.stop_waiters, "", p, done);
+    if (log_) log_->debug("process {}: record removed", p.spec.id);
+    it = procs_.erase(it);
+  }
+}
+
+bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
   Child& c = *p.child;
-  if (!c.has_exited()) return;
+  if (!c.has_exited()) return false;
   // While the leader is an unreaped zombie its pid cannot be reused, so the group signal
   // reaches only what it left behind in its group.
   c.signal_group(SIGKILL);
   const auto status = c.try_reap();
-  if (!status) return;
+  if (!status) return false;
   killed_groups_.push_back(c.pid());
   if (killed_groups_.size() > kKilledGroupsKept) killed_groups_.pop_front();
   if (c.status_fd() >= 0) on_exec_status(p, done);
@@ -729,7 +932,7 @@ void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
       p.state = state::failed;
       finish_waiters(p.stop_waiters, "", p, done);
     }
-    return;
+    return true;
   }
   p.exit_code = status->code;
   p.exit_signal = status->signal;
@@ -739,7 +942,7 @@ void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
     p.state = state::stopped;
     emit(&p, event::stopped, how);
     finish_waiters(p.stop_waiters, "", p, done);
-    return;
+    return true;
   }
   // An exit nobody asked for.
   const bool clean = status->code == 0 && !status->signal;
@@ -753,7 +956,7 @@ void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
   const RestartPolicy policy = p.spec.restart;
   const bool restart = !shutting_down_ && (policy == RestartPolicy::always ||
                                            (policy == RestartPolicy::on_failure && !clean));
-  if (!restart) return;
+  if (!restart) return true;
   if (ran_for >= p.spec.restart_reset_after) p.consecutive = 0;  // a stable run
   if (p.spec.max_restarts > 0 && p.consecutive >= p.spec.max_restarts) {
     p.state = state::failed;
@@ -761,7 +964,7 @@ void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
                    (p.consecutive == 1 ? "" : "s") + " (last: " + how + ")";
     emit(&p, event::failed, p.last_error);
     if (log_) log_->error("process {}: {}", p.spec.id, p.last_error);
-    return;
+    return true;
   }
   ++p.consecutive;
   ++p.restarts;
@@ -778,6 +981,7 @@ void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
   // Timed from after the event, so the gap between its timestamp and the next start's is
   // never shorter than the delay it announces.
   p.restart_at = steady_clock::now() + delay;
+  return true;
 }
 
 void ProcessBackend::on_timers(SteadyTime now, Completions& done) {

@@ -28,6 +28,18 @@
 // children and waits for them by pid may find them reaped by this backend; such a plugin
 // should set `subreaper: false` here, or use pidfds.
 //
+// Live reload. reconfigure() diffs the new `processes:` against the live records by id,
+// under the lock: an equal spec is left alone; a removed record is marked `retired`
+// (invisible to find(), list() and the start order at once), its child stopped like a
+// client stop, and the supervisor erases the record only once the child is reaped and no
+// waiter is left, at the one point of its loop where it holds no ManagedProcess pointer
+// (after handling the last poll, before building the next poll set); a changed record
+// keeps its identity (log rings, followers) and takes the new spec at once when it has no
+// child, else when its child is reaped (`next_spec`), restarting then if it was running or
+// starting; a new record is appended. deps/dependents and start_order_ are recomputed.
+// So a ManagedProcess* stays valid for as long as anything holding it (the supervisor's
+// poll set, sample_rss) needs it, and public methods only hold pointers under the lock.
+//
 // Parent death. Direct children get SIGKILL when the supervisor thread dies
 // (PR_SET_PDEATHSIG). Their own children do not; the GroupRegistry (group_registry.hpp)
 // records the live process groups under state_dir, and the next backend to start kills
@@ -35,6 +47,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <map>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -78,6 +91,8 @@ class ProcessBackend final : public Backend {
   std::unique_ptr<Subscription> subscribe_events(
       std::function<void(const Event&)> on_event) override;
   void signal(std::string_view id, int signo, bool group, OpDone done) override;
+  // Live reload; see "Live reload" above. Never waits: stops finish on the supervisor.
+  std::string reconfigure(const YAML::Node& config, const std::string& file) override;
 
   // The state file of this backend ("" before the first start, or when state_dir is not
   // usable). For tests.
@@ -87,7 +102,13 @@ class ProcessBackend final : public Backend {
   // Callbacks to run once the lock is released.
   using Completions = std::vector<std::pair<OpDone, OpResult>>;
 
+  // A live (not retired) record.
   ManagedProcess* find(std::string_view id);
+  // Recomputes deps and dependents from each live record's latest spec.
+  void relink();
+  // Live reload: takes `spec` for a changed process; removes a process.
+  void change(ManagedProcess& p, ProcessSpec spec, std::vector<ManagedProcess*>& to_start);
+  void retire(ManagedProcess& p, Completions& done);
   void emit(const ManagedProcess* p, std::string_view type, std::string summary);
   void wake();
 
@@ -111,6 +132,11 @@ class ProcessBackend final : public Backend {
   void on_exec_status(ManagedProcess& p, Completions& done);
   void on_output(ManagedProcess& p, int stream, bool drain);
   void on_exit(ManagedProcess& p, Completions& done);
+  bool record_exit(ManagedProcess& p, Completions& done);  // false: not reaped (yet)
+  void after_exit(ManagedProcess& p);  // a pending spec and restart of a live reload
+  void erase_retired(Completions& done);
+  // A removed record of the same id still has a child: a re-added one waits for it.
+  bool predecessor_alive(const ManagedProcess& p) const;
   void on_timers(SteadyTime now, Completions& done);
   void sample_rss(std::unique_lock<std::mutex>& lock, SteadyTime now);
   void reap_orphans(Completions& done);
@@ -118,15 +144,20 @@ class ProcessBackend final : public Backend {
   void save_groups();
   int poll_timeout_ms(SteadyTime now) const;
   bool all_children_gone() const;
+  // Sets each entry's rss from the RSS cache (see rss_).
+  void fill_rss(std::vector<Entry>& entries);
 
   std::shared_ptr<spdlog::logger> log_;
   UniqueFd wake_fd_;
   const bool subreaper_wanted_;
+  const std::string state_dir_;  // resolved (the default when the config names none)
 
   mutable std::mutex mu_;
   std::condition_variable reaped_;  // shutdown() waits on it
-  std::vector<std::unique_ptr<ManagedProcess>> procs_;  // fixed after construction, file order
-  std::vector<ManagedProcess*> start_order_;            // dependencies first
+  // Live records in the order of the (latest) file, then retired ones. Records are added
+  // by reconfigure() and erased only by the supervisor thread (see Live reload).
+  std::vector<std::unique_ptr<ManagedProcess>> procs_;
+  std::vector<ManagedProcess*> start_order_;  // live records, dependencies first
   Broadcaster<const Event&> events_;
   bool shutting_down_ = false;
   bool quit_ = false;
@@ -143,6 +174,13 @@ class ProcessBackend final : public Backend {
   pid_t session_ = 0;           // our session: every child's, recorded in the registry
   GroupRegistry registry_;
   std::deque<pid_t> killed_groups_;  // recently SIGKILLed groups, newest last (bounded)
+  // Resident bytes per process group for list and status. A /proc scan reads every
+  // process on the machine, far too slow for each request, so it is redone only when older
+  // than kRssMaxAge or when it misses a group (a child started since). Taken without mu_
+  // held; takes mu_ inside.
+  std::mutex rss_mu_;
+  std::map<pid_t, std::uint64_t> rss_;  // guarded by rss_mu_
+  SteadyTime rss_at_{};                 // guarded by rss_mu_: when rss_ was sampled
   std::vector<char> read_buf_;
   std::thread supervisor_;
 };

@@ -27,6 +27,8 @@ struct OnExceed {
   enum class Action { kill, signal, log };
   Action action = Action::kill;
   int signal = 0;  // for Action::signal
+
+  bool operator==(const OnExceed&) const = default;
 };
 
 // `resources:` of a process.
@@ -34,6 +36,8 @@ struct Resources {
   std::uint64_t max_rss = 0;  // bytes; 0 = no limit
   OnExceed on_exceed;
   std::chrono::milliseconds sample_interval{1000};
+
+  bool operator==(const Resources&) const = default;
 };
 
 // Per-process log files beside the ring buffers (`log_file_dir` and friends).
@@ -41,6 +45,8 @@ struct LogFiles {
   std::string dir;  // "" = no files
   std::uint64_t max_size = kDefaultLogMaxSize;  // rotate when a write would pass this
   std::uint32_t max_files = kDefaultLogMaxFiles;  // rotated files kept besides the live one
+
+  bool operator==(const LogFiles&) const = default;
 };
 
 // One supervised program, as a `processes:` entry describes it.
@@ -63,6 +69,10 @@ struct ProcessSpec {
   LogFiles log_files;
   Resources resources;
   std::vector<std::string> depends_on;  // ids; validated, no cycles
+
+  // Every field, in order (a reordered args, env or depends_on is a change). A live reload
+  // (ProcessBackend::reconfigure) leaves a process whose spec compares equal untouched.
+  bool operator==(const ProcessSpec&) const = default;
 };
 
 struct BackendConfig {

@@ -24,6 +24,7 @@ class Dispatcher {
     rights_[type] = right;
   }
   Route find(std::uint8_t type) const noexcept { return {table_[type].get(), rights_[type]}; }
+  const std::shared_ptr<Handler>& handler(std::uint8_t type) const noexcept { return table_[type]; }
   // Drops every handler (before the plugin libraries and the backend go).
   void clear() noexcept {
     for (auto& h : table_) h.reset();

@@ -25,7 +25,7 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(ServerOptions opts, const Dispatcher& dispatcher, Backend& backend,
+  Server(ServerOptions opts, std::shared_ptr<const Dispatcher> dispatcher, Backend& backend,
          std::shared_ptr<spdlog::logger> log);
   ~Server();
   Server(const Server&) = delete;
@@ -41,6 +41,16 @@ class Server {
   void stop();
   // Live counters (connections, requests by type, latency), readable from any thread.
   const ServerStats& stats() const;
+
+  // Live reload, on the I/O thread only (a SIGHUP handler or a request handler).
+  // Requests from now on go to `d`. The previous table is kept until the server is
+  // destroyed, so a stream still served by a replaced handler keeps its code loaded.
+  void set_dispatcher(std::shared_ptr<const Dispatcher> d);
+  // New limits and access rules. Connections already open keep the rights they were
+  // given when they connected.
+  void update(const Limits& limits, const AccessConfig& access);
+  // What SIGHUP does; without a handler it only logs that reload is unsupported.
+  void on_reload(std::function<void()> reload);
 
  private:
   struct Impl;

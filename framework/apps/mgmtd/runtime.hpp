@@ -1,0 +1,73 @@
+// What mgmtd is running: the configuration, the backend, the dispatcher of handlers, and
+// the facts plugins see (ServerInfo). Builds them at start-up and rebuilds them on reload.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mgmt/plugin.hpp"
+#include "mgmt/server/config.hpp"
+#include "mgmt/server/dispatcher.hpp"
+#include "mgmt/server/server.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace mgmt::daemon {
+
+struct RuntimeOptions {
+  std::string config_file;
+  std::string builtin_plugin_dir;
+  std::optional<std::string> socket;     // overrides server.socket
+  std::optional<std::string> log_level;  // overrides log.level
+};
+
+class Runtime {
+ public:
+  Runtime(RuntimeOptions opts, std::shared_ptr<spdlog::logger> log);
+  ~Runtime();
+
+  // Reads the configuration and loads every plugin. Throws ConfigError or PluginError.
+  void load();
+
+  const ServerConfig& config() const { return cfg_; }
+  std::shared_ptr<const Dispatcher> dispatcher() const { return dispatcher_; }
+  Backend& backend() { return *backend_; }
+  ServerInfo& info() { return *info_; }
+  // One line per plugin ("0xa0: list 1.0.0 (/path/list.so)"), for --check and the log.
+  const std::vector<std::string>& summary() const { return summary_; }
+
+  // From now on SIGHUP and the `reload` command re-read the file and apply it to `server`.
+  void attach(Server& server);
+  // Re-reads the configuration and applies it, or changes nothing and says why. On the
+  // server's I/O thread. Unchanged handlers are kept as they are (same object), changed
+  // ones are replaced, the backend is asked to reconfigure itself, limits and access
+  // rules are updated. The socket path and the backend plugin cannot change while running.
+  std::string reload();
+
+  // Destroys the handlers, then the backend (each releases its library as it goes).
+  void release();
+
+ private:
+  // Identity of a handler slot: when it is equal, the existing handler is kept.
+  static std::string slot_key(const std::string& path, const PluginRef& ref);
+
+  RuntimeOptions opts_;
+  std::shared_ptr<spdlog::logger> log_;
+  ServerConfig cfg_;
+  // First, so it outlives the plugins that point at it; on the heap so its address is
+  // stable.
+  std::unique_ptr<ServerInfo> info_ = std::make_unique<ServerInfo>();
+  std::string backend_path_;
+  std::shared_ptr<Backend> backend_;
+  std::shared_ptr<Dispatcher> dispatcher_;
+  std::map<std::uint8_t, std::string> slot_keys_;
+  std::vector<std::string> summary_;
+  Server* server_ = nullptr;
+};
+
+}  // namespace mgmt::daemon
