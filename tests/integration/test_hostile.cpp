@@ -237,3 +237,23 @@ TEST_CASE("deep and huge msgpack inside the limit gets an error, not a crash", "
   }
   CHECK(serves(d));
 }
+
+TEST_CASE("a handler that throws costs only its client an error reply", "[hostile]") {
+  Mgmtd d(backend_with() + "plugin_dirs: [" + std::string(MGMT_TEST_PLUGIN_DIR) +
+          "]\ncommands:\n  0xAF: throws_in_handle\n");
+  RawConn c(d.socket());
+  RawConn other(d.socket());
+  c.send(0xAF, "", 5);
+  auto f = c.read();
+  REQUIRE(f);
+  CHECK(f->header.seq == 5);
+  CHECK_THAT(as_status(*f).err, Catch::Contains("internal error in the handler for 0xaf") &&
+                                    Catch::Contains("the disk is on fire"));
+  // The same connection and the others go on.
+  c.send(to_byte(MsgType::StatusRequest), encode(StatusRequest{"web"}));
+  f = c.read();
+  REQUIRE(f);
+  CHECK(as_status(*f).entry.id == "web");
+  CHECK(serves(d));
+  CHECK_THAT(d.log(), Catch::Contains("handler for 0xaf failed"));
+}
