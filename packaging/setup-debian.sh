@@ -14,6 +14,8 @@ PACKAGES=(
   catch2
   python3
   util-linux
+  dpkg-dev file   # cpack -G DEB: dpkg-shlibdeps computes the packages' dependencies
+  curl            # the metrics tests scrape the HTTP endpoint
 )
 
 missing=()

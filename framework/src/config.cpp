@@ -208,7 +208,8 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
 
   try {
     r.only_keys(root,
-                {"server", "plugin_dirs", "backend", "handlers", "commands", "limits", "access", "log"},
+                {"server", "plugin_dirs", "backend", "handlers", "commands", "limits", "access", "log",
+                 "streams"},
                 "the top level");
     // server
     std::string runtime_dir;
@@ -320,6 +321,31 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
         const auto v = r.size(limits["max_connections"], "limits.max_connections");
         if (v == 0) r.fail(limits["max_connections"], "limits.max_connections must be at least 1");
         cfg.limits.max_connections = v;
+      }
+    }
+
+    // streams
+    if (const auto streams = root["streams"]) {
+      if (!streams.IsMap()) r.fail(streams, "streams must be a map");
+      r.only_keys(streams, {"spill_dir", "spill_quota", "on_overflow"}, "streams");
+      if (streams["spill_dir"]) {
+        const std::string dir = r.scalar(streams["spill_dir"], "streams.spill_dir");
+        if (dir.empty()) r.fail(streams["spill_dir"], "streams.spill_dir must not be empty");
+        cfg.streams.spill_dir = absolute_from(base_dir, dir);
+      }
+      if (streams["spill_quota"]) {
+        // 0 turns spilling off: a reader more than limits.max_queue behind loses frames.
+        cfg.streams.spill_quota = r.size(streams["spill_quota"], "streams.spill_quota");
+      }
+      if (const auto o = streams["on_overflow"]) {
+        const std::string v = r.scalar(o, "streams.on_overflow");
+        if (v == "notify") {
+          cfg.streams.on_overflow = StreamsConfig::Overflow::notify;
+        } else if (v == "disconnect") {
+          cfg.streams.on_overflow = StreamsConfig::Overflow::disconnect;
+        } else {
+          r.fail(o, "streams.on_overflow must be notify or disconnect (got \"" + v + "\")");
+        }
       }
     }
 

@@ -5,7 +5,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -57,6 +60,39 @@ void write_hint_file(const std::string& runtime_dir, spdlog::logger& log) {
   }
 }
 
+// The spill folder: streams.spill_dir, else <socket's folder>/spill.
+std::string resolve_spill_dir(const ServerOptions& o) {
+  if (!o.streams.spill_dir.empty()) return fs::absolute(o.streams.spill_dir).string();
+  const fs::path dir = fs::path(o.socket_path).parent_path();
+  return ((dir.empty() ? fs::current_path() : fs::absolute(dir)) / "spill").string();
+}
+
+StreamsConfig resolved_streams(const ServerOptions& o) {
+  StreamsConfig s = o.streams;
+  s.spill_dir = resolve_spill_dir(o);
+  return s;
+}
+
+// Removes spill files a previous server left behind (conn-<pid>-<id>.spill of a pid that is
+// gone, or ours from an earlier run with the same pid).
+void remove_stale_spill_files(const std::string& dir, spdlog::logger& log) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind("conn-", 0) != 0 || name.size() < 11 ||
+        name.compare(name.size() - 6, 6, ".spill") != 0) {
+      continue;
+    }
+    const long pid = std::strtol(name.c_str() + 5, nullptr, 10);
+    if (pid > 0 && pid != ::getpid() &&
+        (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) {
+      continue;  // another live server's
+    }
+    std::error_code rm;
+    if (fs::remove(it->path(), rm)) log.info("removed stale spill file {}", it->path().string());
+  }
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -71,7 +107,7 @@ struct Server::Impl {
         drain_timer(io),
         access(::geteuid(), opts.access.rules),
         host{io,  dispatcher.get(), opts.limits, access, stats, log,
-             [this](Session* s) { sessions.erase(s); }} {}
+             [this](Session* s) { sessions.erase(s); }, resolved_streams(opts)} {}
 
   void accept();
   void begin_shutdown(const char* why);
@@ -173,6 +209,7 @@ void Server::listen() {
   }
   ::chmod(path.c_str(), m.opts.access.socket_mode);
   m.listening = true;
+  remove_stale_spill_files(m.host.streams.spill_dir, *m.log);
   if (m.opts.write_hint) write_hint_file(dir.string(), *m.log);
   m.log->info("listening on {}", path);
 }

@@ -1,6 +1,7 @@
 #include "session.hpp"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -15,7 +16,8 @@ namespace {
 
 // The Exchange handed to handlers. It keeps its session alive while an answer is pending
 // (nothing else does while a stop is in progress) and posts every action to the I/O
-// thread, where the session's state lives. A stream's exchange is owned by the
+// thread, where the session's state lives, except stream frames, which go straight into
+// the session's locked queue (see push_units). A stream's exchange is owned by the
 // subscription the session holds; Session::close() drops those, which ends the cycle.
 class SessionExchange final : public Exchange {
  public:
@@ -56,12 +58,23 @@ class SessionExchange final : public Exchange {
   }
 
   bool push(std::uint8_t type, std::string payload) override {
+    return push_units(type, std::move(payload), 1);
+  }
+
+  // Queued straight into the session's (locked) queue from the caller's thread: one post
+  // wakes the writer for a whole burst, and a flood is bounded by the spill queue rather
+  // than piling up as posted handlers.
+  bool push_units(std::uint8_t type, std::string payload, std::uint64_t units) override {
     if (closed_->load()) return false;
     streaming_.store(true);
-    post([frame = make_frame(type, seq_, payload)](Session& s) mutable {
-      s.on_push(std::move(frame));
-    });
-    return !closed_->load();
+    return session_->push_frame(make_frame(type, seq_, payload), units);
+  }
+
+  void on_stall(StallPayload make_payload, std::uint8_t type) override {
+    session_->set_stall_notice(
+        [seq = seq_, type, f = std::move(make_payload)](std::uint64_t dropped, std::int64_t since) {
+          return make_frame(type, seq, f(dropped, since));
+        });
   }
 
   void end_stream() override {
@@ -97,8 +110,27 @@ class SessionExchange final : public Exchange {
 
 }  // namespace
 
+namespace {
+
+SpillQueue::Options queue_options(const SessionHost& host, std::uint64_t id) {
+  SpillQueue::Options o;
+  o.memory_limit = host.limits.max_queue_bytes;
+  o.spill_quota = host.streams.spill_quota;
+  if (!host.streams.spill_dir.empty()) {
+    o.spill_path = host.streams.spill_dir + "/conn-" + std::to_string(::getpid()) + "-" +
+                   std::to_string(id) + ".spill";
+  }
+  o.on_overflow = host.streams.on_overflow == StreamsConfig::Overflow::disconnect
+                      ? SpillQueue::Overflow::disconnect
+                      : SpillQueue::Overflow::notify;
+  return o;
+}
+
+}  // namespace
+
 Session::Session(Socket socket, SessionHost& host, std::uint64_t id)
-    : socket_(std::move(socket)), host_(host), id_(id), timer_(host.io) {
+    : socket_(std::move(socket)), host_(host), id_(id), timer_(host.io),
+      q_(queue_options(host, id)) {
   ucred cred{};
   socklen_t len = sizeof cred;
   if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
@@ -307,7 +339,7 @@ void Session::on_reply(std::string frame) {
             .count()));
     if (shutting_down_) {
       close_after_flush_ = true;
-      if (!writing_ && outq_.empty()) close("server shutting down");
+      if (!writing_ && queue_empty()) close("server shutting down");
       return;
     }
     if (in_end_ > in_begin_) {
@@ -327,25 +359,79 @@ void Session::on_begin_stream() {
   watch_stream();
 }
 
-bool Session::on_push(std::string frame) {
-  if (mode_ == Mode::closed) return false;
-  if (mode_ == Mode::busy) on_begin_stream();
-  if (queued_bytes_ + frame.size() > host_.limits.max_queue_bytes) {
-    host_.log->warn("conn {} (pid {}): stream reader is {} bytes behind (limits.max_queue); "
-                    "disconnecting it",
-                    id_, peer_pid_, queued_bytes_);
-    host_.stats.slow_reader_dropped();
-    close("stream reader too slow");
-    return false;
+bool Session::push_frame(std::string frame, std::uint64_t units) {
+  bool kick = false;
+  SpillQueue::Added added;
+  {
+    std::lock_guard lock(qmu_);
+    added = q_.push(std::move(frame), units);
+    account_locked(added);
+    if (added != SpillQueue::Added::closed && idle_) {
+      idle_ = false;
+      kick = true;
+    }
   }
-  enqueue(std::move(frame));
-  return true;
+  if (kick) asio::post(host_.io, [self = shared_from_this()] { self->on_kick(); });
+  return added != SpillQueue::Added::closed && added != SpillQueue::Added::disconnect &&
+         !closed_flag_->load();
+}
+
+void Session::set_stall_notice(SpillQueue::NoticeBuilder b) {
+  std::lock_guard lock(qmu_);
+  q_.set_notice(std::move(b));
+}
+
+void Session::account_locked(SpillQueue::Added added) {
+  switch (added) {
+    case SpillQueue::Added::spilled:
+      host_.stats.frames_spilled();
+      break;
+    case SpillQueue::Added::dropped:
+      host_.stats.frames_dropped();
+      if (!dropping_logged_) {
+        dropping_logged_ = true;
+        host_.log->warn("conn {} (pid {}): stream reader is {} bytes behind, past its spill "
+                        "quota (streams.spill_quota {}); dropping frames until it catches up",
+                        id_, peer_pid_, q_.backlog_bytes(), host_.streams.spill_quota);
+        if (!q_.file_error().empty()) host_.log->warn("conn {}: {}", id_, q_.file_error());
+      }
+      break;
+    case SpillQueue::Added::disconnect:
+      host_.stats.frames_dropped();
+      host_.stats.slow_reader_dropped();
+      disconnect_ = true;
+      host_.log->warn("conn {} (pid {}): stream reader is {} bytes behind, past its spill "
+                      "quota (streams.spill_quota {}); disconnecting it after the stall notice",
+                      id_, peer_pid_, q_.backlog_bytes(), host_.streams.spill_quota);
+      if (!q_.file_error().empty()) host_.log->warn("conn {}: {}", id_, q_.file_error());
+      break;
+    default:
+      break;
+  }
+  if (q_.stalls() != stalls_seen_) {
+    stalls_seen_ = q_.stalls();
+    dropping_logged_ = false;
+    host_.stats.stall();
+    host_.log->info("conn {} (pid {}): stream reader caught up; stall notice queued", id_,
+                    peer_pid_);
+  }
+}
+
+void Session::on_kick() {
+  if (mode_ == Mode::closed) return;
+  if (mode_ == Mode::busy) on_begin_stream();
+  flush();
+}
+
+bool Session::queue_empty() {
+  std::lock_guard lock(qmu_);
+  return q_.empty();
 }
 
 void Session::on_end_stream() {
   if (mode_ == Mode::closed) return;
   close_after_flush_ = true;
-  if (!writing_ && outq_.empty()) close("stream ended");
+  if (!writing_ && queue_empty()) close("stream ended");
 }
 
 void Session::on_hold(std::shared_ptr<void> r) {
@@ -369,17 +455,42 @@ void Session::watch_stream() {
 }
 
 void Session::enqueue(std::string frame) {
-  queued_bytes_ += frame.size();
-  outq_.push_back(std::move(frame));
-  flush();
+  bool run = false;
+  {
+    std::lock_guard lock(qmu_);
+    account_locked(q_.push(std::move(frame), 1, /*keep=*/true));
+    if (idle_) {
+      idle_ = false;
+      run = true;
+    }
+  }
+  if (run) flush();
 }
 
 void Session::flush() {
-  if (writing_ || outq_.empty() || mode_ == Mode::closed) return;
+  if (writing_ || mode_ == Mode::closed) return;
+  in_flight_.clear();
+  bool disconnect = false;
+  {
+    std::lock_guard lock(qmu_);
+    // Memory first, then the spill file: a gathered write of up to 64 frames (Asio's
+    // limit per call), at most 1 MiB unless a single frame is larger.
+    q_.take(in_flight_, 1u << 20, 64);
+    account_locked(SpillQueue::Added::memory);
+    if (in_flight_.empty()) idle_ = true;
+    disconnect = disconnect_;
+  }
+  if (disconnect) close_after_flush_ = true;
+  if (in_flight_.empty()) {
+    if (close_after_flush_) {
+      close(disconnect ? "stream reader too slow" : shutting_down_ ? "server shutting down"
+                                                                    : "done");
+    }
+    return;
+  }
   writing_ = true;
   write_bufs_.clear();
-  in_flight_ = std::min<std::size_t>(outq_.size(), 64);
-  for (std::size_t i = 0; i < in_flight_; ++i) write_bufs_.push_back(asio::buffer(outq_[i]));
+  for (const auto& f : in_flight_) write_bufs_.push_back(asio::buffer(f));
   asio::async_write(socket_, write_bufs_,
                     [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
                       self->writing_ = false;
@@ -388,16 +499,7 @@ void Session::flush() {
                         self->close("write error");
                         return;
                       }
-                      for (std::size_t i = 0; i < self->in_flight_; ++i) {
-                        self->queued_bytes_ -= self->outq_.front().size();
-                        self->outq_.pop_front();
-                      }
-                      self->in_flight_ = 0;
-                      if (!self->outq_.empty()) {
-                        self->flush();
-                      } else if (self->close_after_flush_) {
-                        self->close("done");
-                      }
+                      self->flush();
                     });
 }
 
@@ -409,7 +511,7 @@ void Session::shutdown() {
     return;
   }
   close_after_flush_ = true;
-  if (mode_ == Mode::streaming && !writing_ && outq_.empty()) close("server shutting down");
+  if (mode_ == Mode::streaming && !writing_ && queue_empty()) close("server shutting down");
 }
 
 void Session::close(const char* why) {
@@ -423,8 +525,11 @@ void Session::close(const char* why) {
   boost::system::error_code ignored;
   socket_.shutdown(Socket::shutdown_both, ignored);
   socket_.close(ignored);
-  outq_.clear();
-  queued_bytes_ = 0;
+  {
+    std::lock_guard lock(qmu_);
+    q_.close();  // removes the spill file
+    idle_ = false;  // nothing will be written any more
+  }
   // Subscriptions go now, so the backend stops feeding a connection that is gone.
   auto held = std::move(held_);
   held.clear();

@@ -9,6 +9,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "mgmt/server/config.hpp"
 #include "mgmt/server/dispatcher.hpp"
 #include "mgmt/stats.hpp"
+#include "spill_queue.hpp"
 
 namespace spdlog {
 class logger;
@@ -36,6 +38,7 @@ struct SessionHost {
   ServerStats& stats;
   std::shared_ptr<spdlog::logger> log;
   std::function<void(Session*)> on_closed;
+  StreamsConfig streams;  // spill_dir already resolved (absolute)
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -57,10 +60,16 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Called (on the I/O thread) by the exchange of the current request.
   void on_reply(std::string frame);
-  bool on_push(std::string frame);
   void on_begin_stream();
   void on_end_stream();
   void on_hold(std::shared_ptr<void> r);
+
+  // Called from any thread by a stream's exchange: queues one frame (spilling or dropping
+  // it when the reader is behind) and wakes the writer. False once the connection is
+  // closed or closing because the reader fell past its quota.
+  bool push_frame(std::string frame, std::uint64_t units);
+  // Any thread: how the stall notice frame is built (already a whole frame).
+  void set_stall_notice(SpillQueue::NoticeBuilder b);
 
   const std::shared_ptr<std::atomic<bool>>& closed_flag() const { return closed_flag_; }
 
@@ -81,6 +90,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void watch_stream();
   void enqueue(std::string frame);
   void flush();
+  void on_kick();
+  bool queue_empty();
+  // With qmu_ held: reports what the queue did since the last call (stats, log).
+  void account_locked(SpillQueue::Added added);
 
   Socket socket_;
   SessionHost& host_;
@@ -105,9 +118,17 @@ class Session : public std::enable_shared_from_this<Session> {
   const char* timer_why_ = "";
   bool timer_waiting_ = false;  // an async_wait is pending on timer_
 
-  std::deque<std::string> outq_;
-  std::size_t queued_bytes_ = 0;
-  std::size_t in_flight_ = 0;
+  // The outgoing queue is shared with backend threads (stream frames are queued by them
+  // directly, so a flood cannot pile up in the I/O thread's post queue): guarded by qmu_.
+  std::mutex qmu_;
+  SpillQueue q_;
+  bool idle_ = true;             // guarded: no write in progress or scheduled; a push kicks
+  bool disconnect_ = false;      // guarded: the reader fell past its quota (on_overflow:
+                                 // disconnect): close once the notice is written
+  bool dropping_logged_ = false; // guarded
+  std::uint64_t stalls_seen_ = 0;  // guarded
+  // I/O thread only: the frames being written.
+  std::vector<std::string> in_flight_;
   bool writing_ = false;
   std::vector<asio::const_buffer> write_bufs_;
 

@@ -1,7 +1,14 @@
 // 0xA6 events subscribe → a stream of 0xA7 EventsStream frames for every event that
 // matches both filters (process ids and event types; an empty filter matches all), until
 // either side closes.
+//
+// A subscriber that falls behind loses nothing the server can keep (its backlog is spilled
+// to disk and replayed in order); past its spill quota it gets, where the gap is, one
+// `reliability.backpressure_stall` event saying how many events were dropped since when.
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
 
 #include "mgmt/handler_support.hpp"
 #include "mgmt/plugin.hpp"
@@ -9,9 +16,46 @@
 namespace {
 
 constexpr auto kEventsStream = mgmt::to_byte(mgmt::MsgType::EventsStream);
+constexpr const char* kStallType = "reliability.backpressure_stall";
 
 bool allowed(const std::vector<std::string>& filter, const std::string& value) {
   return filter.empty() || std::find(filter.begin(), filter.end(), value) != filter.end();
+}
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string rfc3339(std::int64_t ns) {
+  const std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>((ns % 1000000000) / 1000000));
+  return buf;
+}
+
+// The payload of an event, encoded once per publish for all the subscribers it goes to:
+// the backend hands every subscriber the same event in turn on one thread, so the last
+// encoding is reused when the next subscriber sees an equal event.
+const std::string& encoded(const mgmt::Event& e) {
+  struct Cache {
+    mgmt::Event event;
+    std::string payload;
+    bool valid = false;
+  };
+  thread_local Cache cache;
+  if (!cache.valid || cache.event.ts != e.ts || cache.event.type != e.type ||
+      cache.event.pid != e.pid || cache.event.summary != e.summary) {
+    cache.event = e;
+    cache.payload = mgmt::encode(mgmt::EventsStream{e.pid, e.type, e.ts, e.summary});
+    cache.valid = true;
+  }
+  return cache.payload;
 }
 
 class EventsHandler final : public mgmt::Handler {
@@ -22,10 +66,18 @@ class EventsHandler final : public mgmt::Handler {
     mgmt::EventsSubscribe req;
     if (!mgmt::decode_request(*ex, req)) return;
     ex->begin_stream();
+    ex->on_stall(
+        [](std::uint64_t dropped, std::int64_t since_ns) {
+          return mgmt::encode(mgmt::EventsStream{
+              "", kStallType, now_ns(),
+              "dropped " + std::to_string(dropped) + " events since " + rfc3339(since_ns) +
+                  " (spill quota exceeded)"});
+        },
+        kEventsStream);
     auto sub = backend_.subscribe_events(
         [ex, pids = std::move(req.pids), types = std::move(req.types)](const mgmt::Event& e) {
           if (!allowed(pids, e.pid) || !allowed(types, e.type)) return;
-          ex->push(kEventsStream, mgmt::encode(mgmt::EventsStream{e.pid, e.type, e.ts, e.summary}));
+          ex->push(kEventsStream, encoded(e));
         });
     ex->hold(std::shared_ptr<mgmt::Subscription>(std::move(sub)));
   }

@@ -4,12 +4,26 @@
 //                 client goes away. The connection takes no more requests.
 // Errors (unknown id, a stream above 1) come as one frame with eof true whose `d` is the
 // readable error (what Go clients print) and whose `err` extension carries it for ours.
+#include <cstdio>
+#include <ctime>
+
 #include "mgmt/handler_support.hpp"
 #include "mgmt/plugin.hpp"
 
 namespace {
 
 constexpr auto kLogsStream = mgmt::to_byte(mgmt::MsgType::LogsStream);
+
+std::string rfc3339(std::int64_t ns) {
+  const std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>((ns % 1000000000) / 1000000));
+  return buf;
+}
 
 class LogsHandler final : public mgmt::Handler {
  public:
@@ -43,8 +57,21 @@ class LogsHandler final : public mgmt::Handler {
       return;
     }
 
+    // A follower that falls behind is spilled to disk and replayed in order; past the spill
+    // quota it gets, where the gap is, a chunk saying how many bytes it lost since when.
+    ex->on_stall(
+        [id = req.id, s = req.s](std::uint64_t dropped, std::int64_t since_ns) {
+          return mgmt::encode(mgmt::LogsStream{
+              id, s,
+              "\n[mgmtd: dropped " + std::to_string(dropped) + " bytes of log since " +
+                  rfc3339(since_ns) + " (spill quota exceeded)]\n",
+              false, {}});
+        },
+        kLogsStream);
     auto on_chunk = [ex, id = req.id, s = req.s](std::string_view chunk) {
-      ex->push(kLogsStream, mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}}));
+      ex->push_units(kLogsStream,
+                     mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}}),
+                     chunk.size());
     };
     mgmt::FollowResult r = backend_.follow_logs(q, std::move(on_chunk));
     if (!r.err.empty()) {

@@ -152,7 +152,8 @@ TEST_CASE("a stream reader that never reads is disconnected, others are unaffect
       "        command: /bin/sh\n"
       "        args: [-c, 'while true; do head -c 65536 /dev/zero | tr \"\\\\0\" x; echo; done']\n"
       "        stop_timeout: 2s\n";
-  Mgmtd d(backend_with(flood) + "limits:\n  max_queue: 64KiB\n");
+  Mgmtd d(backend_with(flood) + "limits:\n  max_queue: 64KiB\n"
+                                 "streams:\n  spill_quota: 1MiB\n  on_overflow: disconnect\n");
   RawConn stuck(d.socket());
   stuck.send(to_byte(MsgType::LogsRequest), encode(LogsRequest{"flood", 0, true, 0, 0}));
   // Never read: the kernel buffers fill, then the server's queue, then it lets go.

@@ -121,11 +121,24 @@ TEST_CASE("mgmtctl logs splits stdout and stderr and honours -n", "[mgmtctl]") {
   CHECK(err_only.out.empty());
   CHECK(err_only.err.rfind("oops 0\n", 0) == 0);
 
-  CHECK(d.ctl({"logs", "-f", "web"}).exit_code == 2);  // follow needs one stream
   CHECK(d.ctl({"logs", "--since", "soon", "web"}).exit_code == 2);
   const auto missing = d.ctl({"logs", "nope"});
   CHECK(missing.exit_code == 1);
   CHECK_THAT(missing.err, Catch::Contains("process not found"));
+  CHECK(d.ctl({"logs", "-f", "nope"}).exit_code == 1);
+
+  // Without --stream, -f follows both streams (two connections), each to its own fd, until
+  // the server closes them.
+  Background follow({MGMTCTL_BIN, "--socket", d.socket(), "logs", "-f", "web"});
+  REQUIRE(wait_until([&] {
+    const std::string o = follow.out();
+    return o.find("tick 0\n") != std::string::npos && o.find("tick 4\n") != std::string::npos;
+  }, 20s));
+  CHECK(d.terminate() == 0);
+  const auto followed = follow.wait();
+  CHECK(followed.exit_code == 0);
+  CHECK(followed.out.rfind("tick 0\n", 0) == 0);
+  CHECK(followed.err.rfind("oops 0\n", 0) == 0);
 }
 
 TEST_CASE("mgmtctl events prints one line per event until the server closes", "[mgmtctl]") {

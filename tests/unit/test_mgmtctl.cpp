@@ -32,6 +32,8 @@
 #include "mgmt/messages.hpp"
 #include "mgmt/wire.hpp"
 
+#include <nlohmann/json.hpp>
+
 using namespace std::chrono_literals;
 using mgmt::MsgType;
 using mgmt::to_byte;
@@ -270,7 +272,12 @@ TEST_CASE("parse_args: logs options", "[mgmtctl]") {
   using mgmtctl::parse_args;
   using mgmtctl::Stream;
 
-  auto r = parse_args({"logs", "web"});
+  auto r = parse_args({"logs", "-f", "web"});  // both streams: mgmtctl follows two
+  REQUIRE(r.ok());
+  CHECK(r.options.stream == Stream::all);
+  CHECK(r.options.follow);
+
+  r = parse_args({"logs", "web"});
   REQUIRE(r.ok());
   CHECK(r.options.stream == Stream::all);
   CHECK_FALSE(r.options.follow);
@@ -316,8 +323,6 @@ TEST_CASE("parse_args: usage errors name the problem", "[mgmtctl]") {
       {{"stop"}, "stop needs at least one process id"},
       {{"start"}, "start needs at least one process id"},
       {{"logs"}, "logs needs a process id"},
-      {{"logs", "-f", "web"},
-       "--follow needs one stream: add --stream stdout or --stream stderr"},
       {{"logs", "--stream", "both", "web"},
        "unknown --stream value \"both\" (want stdout, stderr or all)"},
       {{"logs", "--since", "5", "web"},
@@ -340,11 +345,11 @@ TEST_CASE("parse_args: usage errors name the problem", "[mgmtctl]") {
 }
 
 TEST_CASE("run_cli: usage errors exit 2 with a pointer to --help", "[mgmtctl]") {
-  auto r = run({"logs", "-f", "web"});
+  auto r = run({"logs", "--stream", "both", "web"});
   CHECK(r.code == 2);
   CHECK(r.out.empty());
   CHECK(r.err ==
-        "mgmtctl: --follow needs one stream: add --stream stdout or --stream stderr\n"
+        "mgmtctl: unknown --stream value \"both\" (want stdout, stderr or all)\n"
         "try 'mgmtctl --help'\n");
 
   r = run({});
@@ -1018,7 +1023,10 @@ TEST_CASE("parse_args: extra-command usage errors", "[mgmtctl]") {
       {{"call", "0xAC", "42"}, "the request must be a JSON object (payloads are maps), got 42"},
       {{"call", "--type", "0xAC", "0xAC"}, "flag --type does not apply to call"},
       {{"list", "--group"}, "flag --group does not apply to list"},
-      {{"restart", "--json", "web"}, "flag --json does not apply to restart"},
+      {{"metrics", "--json"}, "flag --json does not apply to metrics"},
+      {{"metrics", "x"}, "metrics takes no arguments, got \"x\""},
+      {{"status", "--ids", "web"}, "flag --ids does not apply to status"},
+      {{"help", "bogus"}, "no help for unknown command \"bogus\""},
   };
   for (const auto& [args, want] : cases) {
     INFO(want);
@@ -1232,4 +1240,261 @@ TEST_CASE("mgmtctl call: JSON in, JSON out, exit 1 when err is set", "[mgmtctl][
   CHECK(r.code == 1);
   CHECK_THAT(r.err, Catch::StartsWith("mgmtctl: protocol error from " + srv3.path() +
                                       ": 0xaa answer: the reply is not MessagePack"));
+}
+
+// =======================================================================================
+// CLI polish: metrics, per-command help, colour, --json everywhere, list --ids
+
+namespace {
+
+std::string strip_ansi(std::string s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\x1b') {
+      while (i < s.size() && s[i] != 'm') ++i;
+      continue;
+    }
+    out += s[i];
+  }
+  return out;
+}
+
+std::string msgpack_of(const nlohmann::json& j) {
+  const auto b = nlohmann::json::to_msgpack(j);
+  return std::string(b.begin(), b.end());
+}
+
+}  // namespace
+
+TEST_CASE("parse_args: metrics, list --ids, --json on more commands, help topics", "[mgmtctl]") {
+  using mgmtctl::Command;
+  using mgmtctl::parse_args;
+
+  auto r = parse_args({"metrics"});
+  REQUIRE(r.ok());
+  CHECK(r.options.command == Command::metrics);
+  CHECK_FALSE(r.options.msg_type);
+  r = parse_args({"metrics", "--type", "0xAF"});
+  REQUIRE(r.ok());
+  CHECK(r.options.msg_type == 0xAF);
+
+  r = parse_args({"list", "--ids"});
+  REQUIRE(r.ok());
+  CHECK(r.options.ids_only);
+
+  for (const char* cmd : {"start", "stop", "restart"}) {
+    r = parse_args({cmd, "--json", "a"});
+    INFO(cmd);
+    REQUIRE(r.ok());
+    CHECK(r.options.json);
+  }
+  CHECK(parse_args({"signal", "--json", "HUP", "web"}).options.json);
+  CHECK(parse_args({"events", "--json"}).options.json);
+
+  r = parse_args({"status", "--help"});
+  REQUIRE(r.ok());
+  CHECK(r.options.command == Command::help);
+  CHECK(r.options.help_topic == Command::status);
+  r = parse_args({"help", "logs"});
+  REQUIRE(r.ok());
+  CHECK(r.options.command == Command::help);
+  CHECK(r.options.help_topic == Command::logs);
+  r = parse_args({"--help"});
+  CHECK(r.options.help_topic == Command::none);
+  // A usage error elsewhere on the line does not hide the help.
+  r = parse_args({"logs", "-h"});
+  REQUIRE(r.ok());
+  CHECK(r.options.help_topic == Command::logs);
+}
+
+TEST_CASE("mgmtctl <command> --help prints that command's help", "[mgmtctl]") {
+  for (const auto& name : mgmtctl::command_names()) {
+    if (name == "help" || name == "version") continue;
+    INFO(name);
+    const auto r = run({name, "--help"});
+    CHECK(r.code == 0);
+    CHECK_THAT(r.out, Catch::StartsWith("usage: mgmtctl " + name));
+    CHECK(r.out != mgmtctl::usage_text());
+    CHECK(run({"help", name}).out == r.out);
+    // Every command is in the general usage too.
+    CHECK_THAT(mgmtctl::usage_text(), Catch::Contains("\n  " + name));
+  }
+  CHECK(run({"help"}).out == mgmtctl::usage_text());
+  const auto bad = run({"help", "bogus"});
+  CHECK(bad.code == 2);
+}
+
+TEST_CASE("colour: the state column, only when asked for, layout unchanged", "[mgmtctl]") {
+  const std::vector<mgmt::Entry> entries = {entry("web", "Web", "running", 4242),
+                                            entry("db", "DB", "crashed", 0),
+                                            entry("q", "Q", "restarting", 0),
+                                            entry("old", "Old", "stopped", 0)};
+  const auto plain = mgmtctl::format_table(entries);
+  const auto colored = mgmtctl::format_table(entries, true);
+  CHECK(plain.find('\x1b') == std::string::npos);
+  CHECK_THAT(colored, Catch::Contains("\x1b[32mrunning\x1b[0m") &&
+                          Catch::Contains("\x1b[31mcrashed\x1b[0m") &&
+                          Catch::Contains("\x1b[33mrestarting\x1b[0m"));
+  CHECK_THAT(colored, !Catch::Contains("\x1b[0mSTATE") && !Catch::Contains("m\x1b[0mstopped"));
+  CHECK(strip_ansi(colored) == plain);
+  CHECK(mgmtctl::color_state("stopped") == "stopped");
+  const auto st = mgmtctl::format_status(entries[0], mgmtctl::TimeZone::utc, true);
+  CHECK_THAT(st, Catch::Contains("\x1b[32mrunning\x1b[0m"));
+  CHECK(strip_ansi(st) == mgmtctl::format_status(entries[0], mgmtctl::TimeZone::utc));
+
+  // run_cli colours only when the environment says so (main: a terminal, no NO_COLOR).
+  mgmt::ListResponse resp;
+  resp.entries = entries;
+  for (const bool color : {false, true}) {
+    Exchange ex;
+    ex.replies = {frame(MsgType::ListResponse, mgmt::encode(resp))};
+    FakeServer srv(ex.script());
+    std::ostringstream out, err;
+    const int code = mgmtctl::run_cli({"--socket", srv.path(), "list"}, out, err,
+                                      mgmtctl::CliEnv{color});
+    CHECK(code == 0);
+    CHECK(out.str() == (color ? colored : plain));
+  }
+}
+
+TEST_CASE("detect_env: no colour without a terminal or with NO_COLOR", "[mgmtctl]") {
+  // The test's stdout is not a terminal under ctest; NO_COLOR wins anyway.
+  ::setenv("NO_COLOR", "1", 1);
+  CHECK_FALSE(mgmtctl::detect_env().color);
+  ::unsetenv("NO_COLOR");
+  if (!::isatty(STDOUT_FILENO)) CHECK_FALSE(mgmtctl::detect_env().color);
+}
+
+TEST_CASE("mgmtctl list --ids prints one id per line", "[mgmtctl][cli]") {
+  mgmt::ListResponse resp;
+  resp.entries = {entry("web", "Web", "running", 1), entry("db", "DB", "stopped", 0)};
+  Exchange ex;
+  ex.replies = {frame(MsgType::ListResponse, mgmt::encode(resp))};
+  FakeServer srv(ex.script());
+  const auto r = run({"--socket", srv.path(), "list", "--ids"});
+  CHECK(r.code == 0);
+  CHECK(r.out == "web\ndb\n");
+}
+
+TEST_CASE("mgmtctl metrics prints the plugin's text", "[mgmtctl][cli]") {
+  Exchange ex;
+  ex.replies = {raw_frame(0xAE, msgpack_of({{"err", ""}, {"text", "# TYPE up gauge\nup 1\n"}}))};
+  FakeServer srv(ex.script());
+  auto r = run({"--socket", srv.path(), "metrics"});
+  srv.wait();
+  CHECK(r.code == 0);
+  CHECK(r.out == "# TYPE up gauge\nup 1\n");
+  REQUIRE(ex.requests.size() == 1);
+  CHECK(ex.requests[0].header.type == 0xAE);
+
+  Exchange ex2;
+  ex2.replies = {raw_frame(0xAF, msgpack_of({{"err", ""}, {"text", "x 2\n"}}))};
+  FakeServer srv2(ex2.script());
+  r = run({"--socket", srv2.path(), "metrics", "--type", "0xAF"});
+  CHECK(r.code == 0);
+  CHECK(r.out == "x 2\n");
+
+  Exchange ex3;
+  ex3.replies = {frame(MsgType::StatusResponse, mgmt::error_reply("unknown request type 0xae"))};
+  FakeServer srv3(ex3.script());
+  r = run({"--socket", srv3.path(), "metrics"});
+  CHECK(r.code == 1);
+  CHECK(r.err == "unknown request type 0xae\n");
+
+  // Another command mapped there: no text.
+  Exchange ex4;
+  ex4.replies = {raw_frame(0xAE, msgpack_of({{"err", ""}}))};
+  FakeServer srv4(ex4.script());
+  r = run({"--socket", srv4.path(), "metrics"});
+  CHECK(r.code == 1);
+  CHECK_THAT(r.err, Catch::Contains("has no text"));
+}
+
+TEST_CASE("mgmtctl --json: start, stop and restart print an array of outcomes", "[mgmtctl][cli]") {
+  mgmt::StatusResponse ok;
+  ok.entry = entry("a", "A", "stopped", 0);
+  Exchange ex;
+  ex.replies = {frame(MsgType::StatusResponse, mgmt::encode(ok)),
+                frame(MsgType::StatusResponse, mgmt::error_reply(mgmt::kErrNotFound))};
+  FakeServer srv(ex.script());
+  auto r = run({"--socket", srv.path(), "stop", "--json", "a", "b"});
+  srv.wait();
+  CHECK(r.code == 1);
+  CHECK(r.err.empty());
+  auto j = nlohmann::json::parse(r.out);
+  REQUIRE(j.is_array());
+  REQUIRE(j.size() == 2);
+  CHECK(j[0]["id"] == "a");
+  CHECK(j[0]["ok"] == true);
+  CHECK(j[0]["entry"]["state"] == "stopped");
+  CHECK_FALSE(j[0].contains("err"));
+  CHECK(j[1]["id"] == "b");
+  CHECK(j[1]["ok"] == false);
+  CHECK(j[1]["err"] == mgmt::kErrNotFound);
+
+  mgmt::RestartResponse rok;
+  rok.entry = entry("a", "A", "running", 9);
+  Exchange ex2;
+  ex2.replies = {raw_frame(0xAA, mgmt::encode(rok)), raw_frame(0xAA, mgmt::command_error("nope"))};
+  FakeServer srv2(ex2.script());
+  r = run({"--socket", srv2.path(), "restart", "--json", "a", "b"});
+  srv2.wait();
+  CHECK(r.code == 1);
+  j = nlohmann::json::parse(r.out);
+  REQUIRE(j.size() == 2);
+  CHECK(j[0]["entry"]["pid"] == 9);
+  CHECK(j[1]["err"] == "nope");
+
+  // A dropped connection still ends with valid JSON naming the id that failed.
+  Exchange ex3;
+  ex3.replies = {frame(MsgType::StatusResponse, mgmt::encode(ok))};
+  FakeServer srv3(ex3.script());
+  r = run({"--socket", srv3.path(), "start", "--json", "a", "b", "c"});
+  CHECK(r.code == 1);
+  j = nlohmann::json::parse(r.out);
+  REQUIRE(j.size() == 2);
+  CHECK(j[1]["id"] == "b");
+  CHECK(j[1]["ok"] == false);
+}
+
+TEST_CASE("mgmtctl --json: signal and events", "[mgmtctl][cli]") {
+  mgmt::SignalResponse resp;
+  resp.entry = entry("web", "Web", "running", 5);
+  Exchange ex;
+  ex.replies = {raw_frame(0xAB, mgmt::encode(resp))};
+  FakeServer srv(ex.script());
+  auto r = run({"--socket", srv.path(), "signal", "--json", "--group", "term", "web"});
+  CHECK(r.code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["id"] == "web");
+  CHECK(j["signal"] == "SIGTERM");
+  CHECK(j["group"] == true);
+  CHECK(j["ok"] == true);
+  CHECK(j["entry"]["pid"] == 5);
+
+  Exchange ex2;
+  ex2.replies = {raw_frame(0xAB, mgmt::command_error("not running"))};
+  FakeServer srv2(ex2.script());
+  r = run({"--socket", srv2.path(), "signal", "--json", "HUP", "web"});
+  CHECK(r.code == 1);
+  CHECK(nlohmann::json::parse(r.out)["err"] == "not running");
+
+  const mgmt::EventsStream e1{"web", "process.started", 1764000000000000000, "pid 4\n\"x\""};
+  const mgmt::EventsStream e2{"", "system.shutdown_requested", 1764000001500000000, "SIGTERM"};
+  FakeServer srv3([&](int fd) {
+    if (!read_frame(fd)) return;
+    write_all(fd, frame(MsgType::EventsStream, mgmt::encode(e1)));
+    write_all(fd, frame(MsgType::EventsStream, mgmt::encode(e2)));
+  });
+  r = run({"--socket", srv3.path(), "events", "--json"});
+  CHECK(r.code == 0);
+  std::istringstream lines(r.out);
+  std::vector<nlohmann::json> events;
+  for (std::string line; std::getline(lines, line);) events.push_back(nlohmann::json::parse(line));
+  REQUIRE(events.size() == 2);
+  CHECK(events[0]["ts"] == 1764000000000000000);
+  CHECK(events[0]["pid"] == "web");
+  CHECK(events[0]["type"] == "process.started");
+  CHECK(events[0]["summary"] == "pid 4\n\"x\"");
+  CHECK(events[1]["type"] == "system.shutdown_requested");
 }

@@ -23,12 +23,15 @@ std::optional<Command> command_named(std::string_view s) {
   if (s == "info") return Command::info;
   if (s == "reload") return Command::reload;
   if (s == "call") return Command::call;
+  if (s == "metrics") return Command::metrics;
   if (s == "help") return Command::help;
   if (s == "version") return Command::version;
   return std::nullopt;
 }
 
-std::string_view command_name(Command c) {
+}  // namespace
+
+std::string command_name(Command c) {
   switch (c) {
     case Command::list: return "list";
     case Command::status: return "status";
@@ -41,6 +44,7 @@ std::string_view command_name(Command c) {
     case Command::info: return "info";
     case Command::reload: return "reload";
     case Command::call: return "call";
+    case Command::metrics: return "metrics";
     case Command::help: return "help";
     case Command::version: return "version";
     case Command::none: break;
@@ -48,9 +52,23 @@ std::string_view command_name(Command c) {
   return "";
 }
 
+const std::vector<std::string>& command_names() {
+  static const std::vector<std::string> names = {
+      "list", "status", "start", "stop", "logs", "events", "restart", "signal",
+      "info", "metrics", "reload", "call", "help", "version"};
+  return names;
+}
+
+namespace {
+
 // Which command a command-specific flag belongs to; global flags are not listed.
 bool flag_applies(std::string_view flag, Command c) {
-  if (flag == "json") return c == Command::list || c == Command::status || c == Command::info;
+  if (flag == "json") {
+    return c == Command::list || c == Command::status || c == Command::info ||
+           c == Command::start || c == Command::stop || c == Command::restart ||
+           c == Command::signal || c == Command::events;
+  }
+  if (flag == "ids") return c == Command::list;
   if (flag == "group") return c == Command::signal;
   if (flag == "stream" || flag == "follow" || flag == "since" || flag == "lines") {
     return c == Command::logs;
@@ -58,7 +76,7 @@ bool flag_applies(std::string_view flag, Command c) {
   if (flag == "process") return c == Command::events;
   if (flag == "type") {
     return c == Command::events || c == Command::restart || c == Command::signal ||
-           c == Command::info || c == Command::reload;
+           c == Command::info || c == Command::metrics || c == Command::reload;
   }
   return true;
 }
@@ -70,7 +88,7 @@ bool takes_value(std::string_view flag) {
 
 bool is_bool_flag(std::string_view flag) {
   return flag == "help" || flag == "version" || flag == "json" || flag == "follow" ||
-         flag == "group";
+         flag == "group" || flag == "ids";
 }
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
@@ -178,7 +196,10 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       if (name == "json") o.json = v;
       if (name == "follow") o.follow = v;
       if (name == "group") o.group = v;
-      if (name == "json" || name == "follow" || name == "group") command_flags.push_back(name);
+      if (name == "ids") o.ids_only = v;
+      if (name == "json" || name == "follow" || name == "group" || name == "ids") {
+        command_flags.push_back(name);
+      }
       continue;
     }
     if (!takes_value(name)) return usage("unknown flag " + quoted(a));
@@ -231,7 +252,16 @@ ParseResult parse_args(const std::vector<std::string>& args) {
     }
   }
 
-  if (want_help || o.command == Command::help) {
+  if (o.command == Command::help) {  // `mgmtctl help [COMMAND]`
+    if (!positionals.empty()) {
+      const auto topic = command_named(positionals.front());
+      if (!topic) return usage("no help for unknown command " + quoted(positionals.front()));
+      o.help_topic = *topic == Command::help ? Command::none : *topic;
+    }
+    return r;
+  }
+  if (want_help) {  // `mgmtctl COMMAND --help`
+    o.help_topic = o.command == Command::version ? Command::none : o.command;
     o.command = Command::help;
     return r;
   }
@@ -266,6 +296,7 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       if (positionals.empty()) return usage(cmd + " needs at least one process id");
       break;
     case Command::info:
+    case Command::metrics:
     case Command::reload:
       if (!positionals.empty()) {
         return usage(cmd + " takes no arguments, got " + quoted(positionals.front()));
@@ -314,9 +345,7 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       }
     }
   }
-  if (o.command == Command::logs && o.follow && o.stream == Stream::all) {
-    return usage("--follow needs one stream: add --stream stdout or --stream stderr");
-  }
+  // logs -f without --stream follows both streams (two connections), unlike the Go CLI.
   o.ids = std::move(positionals);
   return r;
 }

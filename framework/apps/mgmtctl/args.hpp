@@ -13,7 +13,7 @@ namespace mgmtctl {
 enum class Command {
   none, help, version, list, status, start, stop, logs, events,
   // Extra commands (types 0xAA..0xAF; which one is mgmt.yaml's business).
-  restart, signal, info, reload, call
+  restart, signal, info, reload, call, metrics
 };
 
 // Which log stream(s) `logs` shows.
@@ -24,8 +24,13 @@ struct Options {
   std::optional<std::string> socket;       // --socket PATH: wins over discovery
   std::optional<std::string> runtime_dir;  // --runtime-dir DIR
   Command command = Command::none;
-  // list, status, info.
+  // help: the command whose help was asked for (`mgmtctl status --help`, `mgmtctl help
+  // status`); none for the general usage.
+  Command help_topic = Command::none;
+  // list, status, info, start, stop, restart, signal, events: JSON output.
   bool json = false;
+  // list --ids: the process ids alone, one per line (for scripts and shell completion).
+  bool ids_only = false;
   // status, logs, signal: one id; start, stop, restart: one or more.
   std::vector<std::string> ids;
   // logs.
@@ -36,14 +41,17 @@ struct Options {
   // events.
   std::vector<std::string> processes;  // --process a,b
   std::vector<std::string> types;      // --type t1,t2
-  // restart, signal, info: --type 0xNN, the message type the server maps the command to
-  // (unset: the stock 0xAA, 0xAB, 0xAC). call: the TYPE argument.
+  // restart, signal, info, metrics: --type 0xNN, the message type the server maps the
+  // command to (unset: the stock 0xAA, 0xAB, 0xAC, 0xAE). call: the TYPE argument.
   std::optional<std::uint8_t> msg_type;
   // signal.
   std::string signal;  // canonical name, "SIGHUP"
   bool group = false;  // --group
   // call: the request as JSON text ("" = no payload).
   std::string json_payload;
+  // Not a flag: set by the caller when stdout is a terminal and NO_COLOR is unset; colours
+  // the state in list and status.
+  bool color = false;
 };
 
 // Either options or a usage error (one line, without the "try --help" hint).
@@ -62,5 +70,10 @@ std::vector<std::string> split_list(const std::string& s);
 
 // "0xAB", "0xab" or "171"; nullopt for anything else or a value over 0xff.
 std::optional<std::uint8_t> parse_type(const std::string& s);
+
+// The command's name as typed ("list"); "" for none.
+std::string command_name(Command c);
+// Every command name, in the order of the usage text (for help and completion).
+const std::vector<std::string>& command_names();
 
 }  // namespace mgmtctl

@@ -9,6 +9,7 @@
 #include "mgmt/client.hpp"
 #include "mgmt/commands.hpp"
 #include "mgmt/messages.hpp"
+#include "follow.hpp"
 
 namespace mgmtctl {
 
@@ -69,7 +70,11 @@ void write_data(std::ostream& os, const std::string& d) {
 int cmd_list(mgmt::Client& c, const Options& o, std::ostream& out) {
   const auto f = c.call(to_byte(MsgType::ListRequest), {});
   const auto resp = expect<mgmt::ListResponse>(c, f, MsgType::ListResponse);
-  out << (o.json ? format_list_json(resp.entries) : format_table(resp.entries));
+  if (o.ids_only) {
+    for (const auto& e : resp.entries) out << e.id << '\n';
+  } else {
+    out << (o.json ? format_list_json(resp.entries) : format_table(resp.entries, o.color));
+  }
   return kExitOk;
 }
 
@@ -81,7 +86,7 @@ int cmd_status(mgmt::Client& c, const Options& o, std::ostream& out, std::ostrea
     err << resp.err << '\n';
     return kExitFailure;
   }
-  out << (o.json ? format_status_json(resp.entry) : format_status(resp.entry, tz));
+  out << (o.json ? format_status_json(resp.entry) : format_status(resp.entry, tz, o.color));
   return kExitOk;
 }
 
@@ -90,23 +95,33 @@ int cmd_start_stop(mgmt::Client& c, const Options& o, std::ostream& out, std::os
   const bool start = o.command == Command::start;
   const auto type = to_byte(start ? MsgType::StartRequest : MsgType::StopRequest);
   int rc = kExitOk;
+  std::vector<Outcome> outcomes;  // --json: printed at the end
   for (const auto& id : o.ids) {
     try {
       const auto f = c.call(type, mgmt::encode(mgmt::IdRequest{id}));
       const auto resp = expect<mgmt::StatusResponse>(c, f, MsgType::StatusResponse);
+      if (o.json) outcomes.push_back({id, resp.err, resp.entry, {}, false});
       if (!resp.err.empty()) {
-        err << id << ": " << resp.err << '\n';
+        if (!o.json) err << id << ": " << resp.err << '\n';
         rc = kExitFailure;
         continue;
       }
-      out << (start ? "started " : "stopped ") << id << '\n';
-      out.flush();
+      if (!o.json) {
+        out << (start ? "started " : "stopped ") << id << '\n';
+        out.flush();
+      }
     } catch (const std::exception& e) {
       // The connection is unusable after a transport or protocol error: stop here.
-      err << id << ": " << e.what() << '\n';
+      if (o.json) {
+        outcomes.push_back({id, e.what(), std::nullopt, {}, false});
+        out << format_outcomes_json(outcomes);
+      } else {
+        err << id << ": " << e.what() << '\n';
+      }
       return kExitFailure;
     }
   }
+  if (o.json) out << format_outcomes_json(outcomes);
   return rc;
 }
 
@@ -114,21 +129,36 @@ int cmd_start_stop(mgmt::Client& c, const Options& o, std::ostream& out, std::os
 int cmd_restart(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
   const auto type = o.msg_type.value_or(mgmt::kRestartCommandType);
   int rc = kExitOk;
+  std::vector<Outcome> outcomes;  // --json: printed at the end
   for (const auto& id : o.ids) {
     try {
       const auto f = c.call(type, mgmt::encode(mgmt::RestartRequest{id}));
       const auto resp = expect_command<mgmt::RestartResponse>(c, f, type);
       if (!resp.err.empty()) throw ServerError(resp.err);
-      out << "restarted " << id << '\n';
-      out.flush();
+      if (o.json) {
+        outcomes.push_back({id, {}, resp.entry, {}, false});
+      } else {
+        out << "restarted " << id << '\n';
+        out.flush();
+      }
     } catch (const ServerError& e) {
-      err << id << ": " << e.what() << '\n';
+      if (o.json) {
+        outcomes.push_back({id, e.what(), std::nullopt, {}, false});
+      } else {
+        err << id << ": " << e.what() << '\n';
+      }
       rc = kExitFailure;
     } catch (const std::exception& e) {
-      err << id << ": " << e.what() << '\n';
+      if (o.json) {
+        outcomes.push_back({id, e.what(), std::nullopt, {}, false});
+        out << format_outcomes_json(outcomes);
+      } else {
+        err << id << ": " << e.what() << '\n';
+      }
       return kExitFailure;
     }
   }
+  if (o.json) out << format_outcomes_json(outcomes);
   return rc;
 }
 
@@ -136,6 +166,10 @@ int cmd_signal(mgmt::Client& c, const Options& o, std::ostream& out) {
   const auto type = o.msg_type.value_or(mgmt::kSignalCommandType);
   const auto f = c.call(type, mgmt::encode(mgmt::SignalRequest{o.ids[0], o.signal, o.group}));
   const auto resp = expect_command<mgmt::SignalResponse>(c, f, type);
+  if (o.json) {
+    out << format_signal_json({o.ids[0], resp.err, resp.entry, o.signal, o.group});
+    return resp.err.empty() ? kExitOk : kExitFailure;
+  }
   if (!resp.err.empty()) throw ServerError(o.ids[0] + ": " + resp.err);
   out << "sent " << o.signal << " to " << (o.group ? "the process group of " : "") << o.ids[0]
       << '\n';
@@ -181,6 +215,25 @@ int cmd_call(mgmt::Client& c, const Options& o, std::ostream& out) {
   return failed ? kExitFailure : kExitOk;
 }
 
+// metrics: the plugin's {err, text}; the text is printed as it is.
+int cmd_metrics(mgmt::Client& c, const Options& o, std::ostream& out) {
+  const auto type = o.msg_type.value_or(kMetricsCommandType);
+  const auto f = c.call(type, std::string("\x80", 1));  // an empty map
+  if (f.header.type != type) {
+    expect<mgmt::StatusResponse>(c, f, static_cast<MsgType>(type));  // throws the error
+  }
+  const auto j = nlohmann::json::from_msgpack(f.payload, /*strict=*/true, /*allow_exceptions=*/false);
+  if (!j.is_object()) protocol_error(c, "the " + mgmt::type_hex(type) + " answer is not a map");
+  if (j.contains("err") && j["err"].is_string() && !j["err"].get_ref<const std::string&>().empty()) {
+    throw ServerError(j["err"].get<std::string>());
+  }
+  if (!j.contains("text") || !j["text"].is_string()) {
+    protocol_error(c, "the " + mgmt::type_hex(type) + " answer has no text: is the metrics plugin mapped there?");
+  }
+  out << j["text"].get_ref<const std::string&>();
+  return kExitOk;
+}
+
 std::int64_t since_to_unix_nanos(std::chrono::nanoseconds since) {
   const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                        std::chrono::system_clock::now().time_since_epoch())
@@ -208,6 +261,7 @@ int cmd_logs(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream&
     return kExitOk;
   }
 
+  if (o.stream == Stream::all) return follow_both_streams(c, req, out, err);  // follow.hpp
   req.s = o.stream == Stream::err ? 1 : 0;
   req.f = true;
   c.send(to_byte(MsgType::LogsRequest), mgmt::encode(req));
@@ -230,7 +284,8 @@ int cmd_logs(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream&
 int cmd_events(mgmt::Client& c, const Options& o, std::ostream& out, TimeZone tz) {
   c.send(to_byte(MsgType::EventsSubscribe), mgmt::encode(mgmt::EventsSubscribe{o.processes, o.types}));
   while (auto f = c.receive()) {
-    out << format_event_line(expect<mgmt::EventsStream>(c, *f, MsgType::EventsStream), tz);
+    const auto ev = expect<mgmt::EventsStream>(c, *f, MsgType::EventsStream);
+    out << (o.json ? format_event_json(ev) : format_event_line(ev, tz));
     out.flush();
   }
   return kExitOk;
@@ -258,6 +313,7 @@ int run_command(const Options& o, std::ostream& out, std::ostream& err, TimeZone
       case Command::info: return cmd_info(c, o, out, tz);
       case Command::reload: return cmd_reload(c, o, out, err);
       case Command::call: return cmd_call(c, o, out);
+      case Command::metrics: return cmd_metrics(c, o, out);
       default: break;
     }
     err << "mgmtctl: internal error: no server command to run\n";

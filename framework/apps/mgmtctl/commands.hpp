@@ -2,6 +2,7 @@
 // prints. Streams are parameters so tests can run a command against a fake server.
 #pragma once
 
+#include <cstdint>
 #include <iosfwd>
 #include <string>
 
@@ -13,6 +14,9 @@ namespace mgmtctl {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;  // connection, server or protocol error
 inline constexpr int kExitUsage = 2;
+
+// The stock type of the metrics plugin (config/mgmt.yaml); `metrics --type` overrides it.
+inline constexpr std::uint8_t kMetricsCommandType = 0xAE;
 
 // --socket when given, else cliwrap's discovery (--runtime-dir first).
 std::string socket_path(const Options& o);

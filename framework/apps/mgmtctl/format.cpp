@@ -75,7 +75,21 @@ std::string pad_right(std::string_view s, std::size_t width) {
   return out;
 }
 
-std::string format_table(const std::vector<mgmt::Entry>& entries) {
+std::string color_state(std::string_view state) {
+  const char* code = nullptr;
+  if (state == "running") {
+    code = "\x1b[32m";
+  } else if (state == "crashed" || state == "failed") {
+    code = "\x1b[31m";
+  } else if (state == "starting" || state == "stopping" || state == "restarting" ||
+             state == "pending") {
+    code = "\x1b[33m";
+  }
+  if (code == nullptr) return std::string(state);
+  return std::string(code) + std::string(state) + "\x1b[0m";
+}
+
+std::string format_table(const std::vector<mgmt::Entry>& entries, bool color) {
   std::vector<std::array<std::string, 4>> rows;
   rows.reserve(entries.size() + 1);
   rows.push_back({"ID", "NAME", "STATE", "PID"});
@@ -89,10 +103,19 @@ std::string format_table(const std::vector<mgmt::Entry>& entries) {
     }
   }
   std::string out;
+  bool header = true;
   for (const auto& row : rows) {
-    for (std::size_t c = 0; c < width.size(); ++c) out += pad_right(row[c], width[c] + kPadding);
+    for (std::size_t c = 0; c < width.size(); ++c) {
+      if (c == 2 && color && !header) {  // padding counts the visible text only
+        out += color_state(row[c]);
+        out.append(width[c] + kPadding - display_width(row[c]), ' ');
+      } else {
+        out += pad_right(row[c], width[c] + kPadding);
+      }
+    }
     out += row[3];
     out += '\n';
+    header = false;
   }
   return out;
 }
@@ -137,11 +160,11 @@ std::string format_time(std::int64_t unix_nanos, TimeZone tz) {
   return out;
 }
 
-std::string format_status(const mgmt::Entry& e, TimeZone tz) {
+std::string format_status(const mgmt::Entry& e, TimeZone tz, bool color) {
   std::vector<std::pair<std::string_view, std::string>> lines = {
       {"ID:", e.id},
       {"Name:", e.name},
-      {"State:", e.state},
+      {"State:", color ? color_state(e.state) : e.state},
       {"ChildPID:", std::to_string(e.pid)},
   };
   if (e.rss != 0) lines.emplace_back("RSS:", format_bytes(e.rss));
@@ -185,6 +208,40 @@ std::string format_list_json(const std::vector<mgmt::Entry>& entries) {
 }
 
 std::string format_status_json(const mgmt::Entry& e) { return dump(entry_json(e)); }
+
+namespace {
+
+nlohmann::ordered_json outcome_json(const Outcome& o, bool with_signal) {
+  nlohmann::ordered_json j;
+  j["id"] = o.id;
+  if (with_signal) {
+    j["signal"] = o.signal;
+    j["group"] = o.group;
+  }
+  j["ok"] = o.err.empty();
+  if (!o.err.empty()) j["err"] = o.err;
+  if (o.entry && !o.entry->id.empty()) j["entry"] = entry_json(*o.entry);
+  return j;
+}
+
+}  // namespace
+
+std::string format_outcomes_json(const std::vector<Outcome>& outcomes) {
+  auto arr = nlohmann::ordered_json::array();
+  for (const auto& o : outcomes) arr.push_back(outcome_json(o, false));
+  return dump(arr);
+}
+
+std::string format_signal_json(const Outcome& o) { return dump(outcome_json(o, true)); }
+
+std::string format_event_json(const mgmt::EventsStream& ev) {
+  nlohmann::ordered_json j;
+  j["ts"] = ev.ts;
+  j["pid"] = ev.pid;
+  j["type"] = ev.t;
+  j["summary"] = ev.sum;
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+}
 
 // ---------------------------------------------------------------------------------------
 // Extra commands

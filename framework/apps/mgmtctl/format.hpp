@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,11 +18,15 @@ enum class TimeZone { local, utc };
 
 // `ID  NAME  STATE  PID` as Go's text/tabwriter with padding 2 lays it out: every column
 // but the last as wide as its widest cell (in code points) plus two spaces.
-std::string format_table(const std::vector<mgmt::Entry>& entries);
+// With `color`, the state is green (running), yellow (on its way somewhere) or red (crashed,
+// failed); the layout is the same.
+std::string format_table(const std::vector<mgmt::Entry>& entries, bool color = false);
 
 // `ID:`, `Name:`, `State:`, `ChildPID:` then the extension fields that are set, values
 // aligned in one column. Ends with a newline.
-std::string format_status(const mgmt::Entry& e, TimeZone tz = TimeZone::local);
+std::string format_status(const mgmt::Entry& e, TimeZone tz = TimeZone::local, bool color = false);
+// A state wrapped in its ANSI colour (see format_table); unknown states are left plain.
+std::string color_state(std::string_view state);
 
 // `HH:MM:SS.mmm  <type padded 32>  <pid padded 20>  <summary>` and a newline.
 std::string format_event_line(const mgmt::EventsStream& ev, TimeZone tz = TimeZone::local);
@@ -29,6 +34,21 @@ std::string format_event_line(const mgmt::EventsStream& ev, TimeZone tz = TimeZo
 // JSON: every field of the entry, extensions only when set. Pretty-printed, newline-ended.
 std::string format_list_json(const std::vector<mgmt::Entry>& entries);
 std::string format_status_json(const mgmt::Entry& e);
+
+// The outcome of start, stop, restart or signal for one id, for --json.
+struct Outcome {
+  std::string id;
+  std::string err;                   // "" on success
+  std::optional<mgmt::Entry> entry;  // the entry the server sent back, if any
+  std::string signal;                // signal: the canonical name sent
+  bool group = false;                // signal: --group
+};
+// start, stop, restart --json: an array of {id, ok, err?, entry?}. Pretty-printed.
+std::string format_outcomes_json(const std::vector<Outcome>& outcomes);
+// signal --json: {id, signal, group, ok, err?, entry?}. Pretty-printed.
+std::string format_signal_json(const Outcome& o);
+// events --json: one compact JSON object per line, {ts, pid, type, summary} (ts in unix nanos).
+std::string format_event_json(const mgmt::EventsStream& ev);
 
 // `info`: the server, its uptime, its configuration file, then a table of the plugins
 // (`TYPE  KIND  NAME  VERSION  FILE`, the backend's type shown as "-").

@@ -7,5 +7,5 @@
 
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
-  return mgmtctl::run_cli(args, std::cout, std::cerr);
+  return mgmtctl::run_cli(args, std::cout, std::cerr, mgmtctl::detect_env());
 }

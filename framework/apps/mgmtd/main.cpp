@@ -11,7 +11,9 @@
 
 #include "mgmt/plugin.hpp"
 #include "mgmt/server/server.hpp"
+#include "logging.hpp"     // [sidecar] --log-format
 #include "options.hpp"
+#include "ready_file.hpp"  // [sidecar] --ready-file
 #include "runtime.hpp"
 
 namespace {
@@ -59,8 +61,7 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  auto log = spdlog::stderr_color_mt("mgmtd");
-  log->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ [%n] %v");
+  auto log = mgmt::daemon::make_logger(opts.log_format);  // [sidecar] text on stderr, or JSON lines
 
   mgmt::daemon::Runtime runtime({opts.config, builtin_plugin_dir(), opts.socket, opts.log_level},
                                 log);
@@ -80,13 +81,15 @@ int main(int argc, char** argv) {
   }
 
   int rc = 0;
+  mgmt::daemon::ReadyFile ready(opts.ready_file);  // [sidecar] removed on exit
   {
-    mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits, cfg.access};
+    mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits, cfg.access, cfg.streams};
     mgmt::Server server(so, runtime.dispatcher(), runtime.backend(), log);
     runtime.attach(server);
     try {
       server.listen();
       runtime.backend().start_all();
+      ready.mark(cfg.socket_path);  // [sidecar] --ready-file: listening, processes started
       log->info("mgmtd {} ready ({} plugins loaded, pid {})", MGMTD_VERSION,
                 runtime.summary().size(), ::getpid());
       server.run();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,6 +31,18 @@ class Exchange {
   // pushed. Returns false once the client is gone or too far behind (then the connection
   // is being closed and further frames are dropped).
   virtual bool push(std::uint8_t type, std::string payload) = 0;
+  // push() whose frame counts as `units` in a stall notice (see on_stall): 1 per event,
+  // the bytes of log data in a log chunk. push(t, p) is push_units(t, p, 1).
+  virtual bool push_units(std::uint8_t type, std::string payload, std::uint64_t units) = 0;
+  // Registers how this stream tells its client what it lost. A reader that falls behind has
+  // its frames spilled to disk (streams.spill_dir) and replayed in order; past the spill
+  // quota frames are dropped, and once the backlog has drained (or at once, with
+  // streams.on_overflow: disconnect, before the connection closes) one frame of `type` with
+  // the payload `make_payload(dropped, since_ns)` is queued where the gap is: `dropped` sums
+  // the units of the dropped frames, `since_ns` is when the first was dropped (unix nanos).
+  // Called before the first push; without it drops are only logged by the server.
+  using StallPayload = std::function<std::string(std::uint64_t dropped, std::int64_t since_ns)>;
+  virtual void on_stall(StallPayload make_payload, std::uint8_t type) = 0;
   // Closes a stream once every pushed frame has been written.
   virtual void end_stream() = 0;
   // Keeps `resource` (typically a Subscription) alive until the connection closes.

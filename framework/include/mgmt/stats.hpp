@@ -22,6 +22,9 @@ struct StatsSnapshot {
   std::uint64_t timeouts = 0;             // idle and frame timeouts
   std::uint64_t denied = 0;               // requests refused by access rules
   std::uint64_t bad_frames = 0;           // headers that closed a connection
+  std::uint64_t frames_spilled = 0;       // stream frames written to a spill file
+  std::uint64_t frames_dropped = 0;       // stream frames dropped past streams.spill_quota
+  std::uint64_t stalls = 0;               // stall notices queued to stream readers
   std::array<std::uint64_t, 256> requests{};  // by message type
   std::array<std::uint64_t, kLatencyBoundsUs.size() + 1> latency_buckets{};  // not cumulative
   std::uint64_t latency_count = 0;
@@ -38,6 +41,10 @@ class ServerStats {
   void timeout() noexcept { inc(timeouts_); }
   void denied() noexcept { inc(denied_); }
   void bad_frame() noexcept { inc(bad_frames_); }
+  // These three may be called from any thread (stream frames are queued by backend threads).
+  void frames_spilled(std::uint64_t n = 1) noexcept { spilled_.fetch_add(n, std::memory_order_relaxed); }
+  void frames_dropped(std::uint64_t n = 1) noexcept { dropped_.fetch_add(n, std::memory_order_relaxed); }
+  void stall() noexcept { inc(stalls_); }
   void request(std::uint8_t type) noexcept { inc(requests_[type]); }
   void answered(std::uint64_t micros) noexcept {
     std::size_t i = 0;
@@ -56,6 +63,9 @@ class ServerStats {
     s.timeouts = timeouts_.load(std::memory_order_relaxed);
     s.denied = denied_.load(std::memory_order_relaxed);
     s.bad_frames = bad_frames_.load(std::memory_order_relaxed);
+    s.frames_spilled = spilled_.load(std::memory_order_relaxed);
+    s.frames_dropped = dropped_.load(std::memory_order_relaxed);
+    s.stalls = stalls_.load(std::memory_order_relaxed);
     for (std::size_t i = 0; i < requests_.size(); ++i) {
       s.requests[i] = requests_[i].load(std::memory_order_relaxed);
     }
@@ -75,6 +85,7 @@ class ServerStats {
   std::array<std::atomic<std::uint64_t>, 256> requests_{};
   std::array<std::atomic<std::uint64_t>, kLatencyBoundsUs.size() + 1> buckets_{};
   std::atomic<std::uint64_t> count_{0}, sum_us_{0};
+  std::atomic<std::uint64_t> spilled_{0}, dropped_{0}, stalls_{0};
 };
 
 }  // namespace mgmt

@@ -47,6 +47,16 @@ struct Limits {
   std::chrono::milliseconds frame_timeout{std::chrono::seconds(10)};
 };
 
+// The `streams` section: how a stream reader that falls behind is handled (events, log
+// follow). Its frames beyond limits.max_queue are spilled to a file and replayed in order;
+// past spill_quota they are dropped, and the reader is told how many.
+struct StreamsConfig {
+  enum class Overflow { notify, disconnect };
+  std::string spill_dir;                   // "" = <socket's folder>/spill
+  std::uint64_t spill_quota = 64u << 20;   // unread bytes on disk per connection
+  Overflow on_overflow = Overflow::notify; // after the notice: go on, or close the connection
+};
+
 // The `access` section.
 struct AccessConfig {
   mode_t socket_mode = 0600;
@@ -64,6 +74,7 @@ struct ServerConfig {
   Limits limits;
   AccessConfig access;
   std::string log_level = "info";
+  StreamsConfig streams;
 };
 
 // Reads and validates `path`. Relative plugin dirs are taken relative to the file's folder;

@@ -21,6 +21,7 @@ struct ServerOptions {
   bool write_hint = false;
   Limits limits;
   AccessConfig access;
+  StreamsConfig streams;  // spill_dir "" = <socket's folder>/spill
 };
 
 class Server {

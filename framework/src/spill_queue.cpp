@@ -1,0 +1,276 @@
+#include "spill_queue.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+
+namespace mgmt {
+
+namespace {
+
+constexpr std::size_t kRecordHeader = 4;
+constexpr std::size_t kWriteBuffer = 64 * 1024;  // appended records buffered before a write
+constexpr std::size_t kReadChunk = 64 * 1024;    // bytes read back from the file at a time
+constexpr std::uint64_t kPunchEvery = 1u << 20;  // release consumed file space this often
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+std::string rfc3339_utc(std::int64_t unix_ns) {
+  const std::time_t secs = static_cast<std::time_t>(unix_ns / 1000000000);
+  const int ms = static_cast<int>((unix_ns % 1000000000) / 1000000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return buf;
+}
+
+SpillQueue::SpillQueue(Options o) : opts_(std::move(o)) {}
+
+SpillQueue::~SpillQueue() { close(); }
+
+void SpillQueue::close() {
+  closed_ = true;
+  mem_.clear();
+  mem_bytes_ = 0;
+  wbuf_.clear();
+  wbuf_.shrink_to_fit();
+  rbuf_.clear();
+  rbuf_.shrink_to_fit();
+  rbuf_pos_ = 0;
+  write_off_ = read_off_ = consumed_ = punched_ = 0;
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(opts_.spill_path.c_str());
+  }
+}
+
+bool SpillQueue::open_file() {
+  if (fd_ >= 0) return true;
+  if (!file_error_.empty()) return false;
+  if (opts_.spill_path.empty()) {
+    file_error_ = "no spill directory";
+    return false;
+  }
+  std::error_code ec;
+  const auto dir = std::filesystem::path(opts_.spill_path).parent_path();
+  if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
+    std::filesystem::create_directories(dir, ec);
+    ::chmod(dir.c_str(), 0700);
+  }
+  fd_ = ::open(opts_.spill_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd_ < 0) {
+    file_error_ = "cannot create " + opts_.spill_path + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+bool SpillQueue::flush_wbuf() {
+  std::size_t done = 0;
+  while (done < wbuf_.size()) {
+    const ssize_t n = ::pwrite(fd_, wbuf_.data() + done, wbuf_.size() - done,
+                               static_cast<off_t>(write_off_ + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      file_error_ = "cannot write " + opts_.spill_path + ": " + std::strerror(errno);
+      // What was written stays readable; the rest of the buffer is kept in memory below.
+      write_off_ += done;
+      wbuf_.erase(0, done);
+      return false;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  write_off_ += done;
+  wbuf_.clear();
+  return true;
+}
+
+bool SpillQueue::append_file(const std::string& frame) {
+  if (!open_file()) return false;
+  const auto len = static_cast<std::uint32_t>(frame.size());
+  char hdr[kRecordHeader];
+  std::memcpy(hdr, &len, sizeof hdr);
+  wbuf_.append(hdr, sizeof hdr);
+  wbuf_.append(frame);
+  if (wbuf_.size() >= kWriteBuffer && file_error_.empty()) flush_wbuf();
+  return true;
+}
+
+bool SpillQueue::fill(std::size_t n) {
+  while (rbuf_.size() - rbuf_pos_ < n) {
+    if (rbuf_pos_ > 0 && rbuf_pos_ >= rbuf_.size() / 2) {
+      rbuf_.erase(0, rbuf_pos_);
+      rbuf_pos_ = 0;
+    }
+    if (read_off_ < write_off_) {
+      const std::size_t want = std::max<std::size_t>(
+          kReadChunk, n - (rbuf_.size() - rbuf_pos_));
+      const std::size_t avail = static_cast<std::size_t>(write_off_ - read_off_);
+      const std::size_t len = std::min(want, avail);
+      const std::size_t old = rbuf_.size();
+      rbuf_.resize(old + len);
+      const ssize_t got = ::pread(fd_, rbuf_.data() + old, len, static_cast<off_t>(read_off_));
+      if (got <= 0) {
+        rbuf_.resize(old);
+        if (got < 0 && errno == EINTR) continue;
+        file_error_ = "cannot read " + opts_.spill_path;
+        return false;
+      }
+      rbuf_.resize(old + static_cast<std::size_t>(got));
+      read_off_ += static_cast<std::uint64_t>(got);
+    } else if (!wbuf_.empty()) {
+      // Still buffered: take it straight from memory (the file keeps a hole there).
+      rbuf_.append(wbuf_);
+      write_off_ += wbuf_.size();
+      read_off_ = write_off_;
+      wbuf_.clear();
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+void SpillQueue::after_consume() {
+  if (file_backlog() == 0) {
+    reset_file();
+    return;
+  }
+  const std::uint64_t end = std::min(consumed_, read_off_) & ~std::uint64_t{4095};
+  if (fd_ >= 0 && end > punched_ + kPunchEvery) {
+    // Give the consumed part back to the file system: the quota bounds what is unread.
+    ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(punched_),
+                static_cast<off_t>(end - punched_));
+    punched_ = end;
+  }
+}
+
+void SpillQueue::reset_file() {
+  if (fd_ >= 0 && write_off_ > 0) {
+    if (::ftruncate(fd_, 0) != 0) { /* the next writes overwrite it anyway */ }
+  }
+  write_off_ = read_off_ = consumed_ = punched_ = 0;
+  rbuf_.clear();
+  rbuf_pos_ = 0;
+  if (rbuf_.capacity() > 2 * kReadChunk) rbuf_.shrink_to_fit();
+}
+
+void SpillQueue::to_memory(std::string frame) {
+  mem_bytes_ += frame.size();
+  mem_.push_back(std::move(frame));
+}
+
+SpillQueue::Added SpillQueue::place(std::string frame, bool keep) {
+  const std::uint64_t backlog = file_backlog();
+  if (backlog == 0 && (mem_.empty() || mem_bytes_ + frame.size() <= opts_.memory_limit)) {
+    to_memory(std::move(frame));
+    return Added::memory;
+  }
+  if (keep || backlog + kRecordHeader + frame.size() <= opts_.spill_quota) {
+    if (append_file(frame)) {
+      ++frames_spilled_;
+      return Added::spilled;
+    }
+    if (keep && backlog == 0) {
+      to_memory(std::move(frame));
+      return Added::memory;
+    }
+  }
+  return Added::dropped;
+}
+
+void SpillQueue::queue_notice() {
+  ++stalls_;
+  const std::uint64_t dropped = dropped_units_;
+  const std::int64_t since = first_drop_ns_;
+  dropping_ = false;
+  dropped_units_ = 0;
+  first_drop_ns_ = 0;
+  if (notice_) place(notice_(dropped, since), true);
+}
+
+void SpillQueue::maybe_notify() {
+  if (!dropping_ || disconnecting_) return;
+  // Drained enough: half of the part that new frames would go to is free again (while the
+  // file holds a backlog every new frame goes behind it, to the file).
+  const std::uint64_t file = file_backlog();
+  const bool room = file > 0 ? file <= opts_.spill_quota / 2 : mem_bytes_ <= opts_.memory_limit / 2;
+  if (room) queue_notice();
+}
+
+SpillQueue::Added SpillQueue::push(std::string frame, std::uint64_t units, bool keep) {
+  if (closed_) return Added::closed;
+  maybe_notify();
+  if (!keep && (dropping_ || disconnecting_)) {
+    ++frames_dropped_;
+    if (!disconnecting_) dropped_units_ += units;
+    return Added::dropped;
+  }
+  const Added where = place(std::move(frame), keep);
+  if (where != Added::dropped) return where;
+  ++frames_dropped_;
+  dropped_units_ += units;
+  if (!dropping_) {
+    dropping_ = true;
+    first_drop_ns_ = now_ns();
+  }
+  if (opts_.on_overflow == Overflow::disconnect) {
+    disconnecting_ = true;
+    queue_notice();
+    return Added::disconnect;
+  }
+  return Added::dropped;
+}
+
+std::size_t SpillQueue::take(std::vector<std::string>& out, std::size_t max_bytes,
+                             std::size_t max_frames) {
+  std::size_t n = 0;
+  std::size_t bytes = 0;
+  while (n < max_frames) {
+    if (!mem_.empty()) {
+      std::string& f = mem_.front();
+      if (n > 0 && bytes + f.size() > max_bytes) break;
+      bytes += f.size();
+      mem_bytes_ -= f.size();
+      out.push_back(std::move(f));
+      mem_.pop_front();
+      ++n;
+      continue;
+    }
+    if (file_backlog() == 0 || !fill(kRecordHeader)) break;
+    std::uint32_t len = 0;
+    std::memcpy(&len, rbuf_.data() + rbuf_pos_, sizeof len);
+    if (n > 0 && bytes + len > max_bytes) break;
+    if (!fill(kRecordHeader + len)) break;
+    out.emplace_back(rbuf_.data() + rbuf_pos_ + kRecordHeader, len);
+    rbuf_pos_ += kRecordHeader + len;
+    consumed_ += kRecordHeader + len;
+    bytes += len;
+    ++n;
+  }
+  if (!file_error_.empty() && mem_.empty() && fd_ >= 0 && file_backlog() > 0 &&
+      !fill(kRecordHeader)) {
+    // An unreadable spill file cannot be replayed: count what it held as dropped.
+    reset_file();
+  }
+  after_consume();
+  maybe_notify();
+  return n;
+}
+
+}  // namespace mgmt

@@ -1,0 +1,121 @@
+// A connection's outgoing frames: a bounded in-memory queue that spills to a file on disk
+// when the reader falls behind, replays the file in order as the reader catches up, and
+// past a disk quota drops frames, counts them and, once the backlog has drained, queues a
+// notice frame saying what was lost.
+//
+// No Asio and no locking here: Session owns one per connection and guards it with a mutex
+// (frames are pushed from backend threads and taken by the I/O thread).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace mgmt {
+
+class SpillQueue {
+ public:
+  // What to do once frames had to be dropped.
+  enum class Overflow { notify, disconnect };
+
+  struct Options {
+    std::size_t memory_limit = 8u << 20;   // bytes of frames kept in memory
+    std::uint64_t spill_quota = 64u << 20; // bytes of unread frames in the spill file
+    std::string spill_path;                // created on first use, removed on destruction
+    Overflow on_overflow = Overflow::notify;
+  };
+
+  // Builds the notice frame: `dropped` counts the units of the dropped frames (see push),
+  // `since_ns` is the unix-nanos time of the first of them.
+  using NoticeBuilder = std::function<std::string(std::uint64_t dropped, std::int64_t since_ns)>;
+
+  enum class Added {
+    memory,      // queued in memory
+    spilled,     // appended to the spill file
+    dropped,     // over the quota: dropped and counted
+    disconnect,  // first drop with Overflow::disconnect: the notice is queued, nothing more
+                 // will be; the owner should close once the queue is flushed
+    closed,      // the queue is closed (the connection is gone)
+  };
+
+  explicit SpillQueue(Options o);
+  ~SpillQueue();  // removes the spill file
+  SpillQueue(const SpillQueue&) = delete;
+  SpillQueue& operator=(const SpillQueue&) = delete;
+
+  void set_notice(NoticeBuilder b) { notice_ = std::move(b); }
+
+  // Adds one frame. `units` is what a drop counts (1 per event, bytes of log data...).
+  // `keep` frames (replies, notices) are never dropped: they go past the quota if needed.
+  Added push(std::string frame, std::uint64_t units = 1, bool keep = false);
+
+  // Moves the oldest frames, in order, into `out` (appended): at least one frame when any is
+  // queued, then more while their total stays within `max_bytes` and `max_frames`.
+  // Returns the number of frames taken.
+  std::size_t take(std::vector<std::string>& out, std::size_t max_bytes, std::size_t max_frames);
+
+  bool empty() const { return mem_.empty() && file_backlog() == 0; }
+  std::size_t memory_bytes() const { return mem_bytes_; }
+  std::uint64_t file_backlog() const { return write_off_ + wbuf_.size() - consumed_; }
+  std::uint64_t backlog_bytes() const { return mem_bytes_ + file_backlog(); }
+
+  // Drops everything and removes the file; later pushes answer `closed`.
+  void close();
+  bool closed() const { return closed_; }
+
+  // Counters since construction.
+  std::uint64_t frames_spilled() const { return frames_spilled_; }
+  std::uint64_t frames_dropped() const { return frames_dropped_; }
+  std::uint64_t stalls() const { return stalls_; }  // notices queued
+  bool dropping() const { return dropping_; }
+  // The last error of the spill file ("" when none): spilling is then off (quota 0).
+  const std::string& file_error() const { return file_error_; }
+  const std::string& spill_path() const { return opts_.spill_path; }
+
+ private:
+  bool open_file();
+  bool append_file(const std::string& frame);
+  bool flush_wbuf();
+  // Makes at least `n` unparsed bytes available in rbuf_; false when the file has fewer.
+  bool fill(std::size_t n);
+  void after_consume();
+  void reset_file();
+  void maybe_notify();
+  void queue_notice();
+  Added place(std::string frame, bool keep);
+  void to_memory(std::string frame);
+
+  Options opts_;
+  NoticeBuilder notice_;
+  std::deque<std::string> mem_;
+  std::size_t mem_bytes_ = 0;
+
+  int fd_ = -1;
+  // The spill stream is records [u32 length][frame]; offsets count its bytes. The bytes
+  // [0, write_off_) are in the file (or were taken straight from wbuf_), then wbuf_ follows.
+  std::uint64_t write_off_ = 0;
+  std::uint64_t read_off_ = 0;   // bytes moved from the file (or wbuf_) into rbuf_
+  std::uint64_t consumed_ = 0;   // bytes parsed out of rbuf_
+  std::uint64_t punched_ = 0;    // the file's start up to here has been released
+  std::string wbuf_;             // appended records not yet written to the file
+  std::string rbuf_;             // bytes read, rbuf_[rbuf_pos_, end) not yet parsed
+  std::size_t rbuf_pos_ = 0;
+
+  bool closed_ = false;
+  bool dropping_ = false;
+  bool disconnecting_ = false;
+  std::uint64_t dropped_units_ = 0;
+  std::int64_t first_drop_ns_ = 0;
+  std::string file_error_;
+
+  std::uint64_t frames_spilled_ = 0;
+  std::uint64_t frames_dropped_ = 0;
+  std::uint64_t stalls_ = 0;
+};
+
+// RFC 3339 UTC time with milliseconds, "2024-05-01T12:00:00.123Z", for notices.
+std::string rfc3339_utc(std::int64_t unix_ns);
+
+}  // namespace mgmt
