@@ -13,10 +13,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
@@ -24,6 +26,7 @@
 #include "mgmt/plugin.hpp"
 #include "proc_stat.hpp"
 #include "process_backend.hpp"
+#include "process_fixture.hpp"
 #include "wait.hpp"
 
 using namespace std::chrono_literals;
@@ -35,63 +38,11 @@ using mgmt::OpResult;
 using mgmt::process::ProcessBackend;
 using mgmt::process::kEventMaxRss;
 using mgmt::test::wait_until;
+using namespace mgmt::test;  // process_fixture.hpp
 namespace state = mgmt::state;
 namespace event = mgmt::event;
 
 namespace {
-
-// Children of this test process that exited and were never reaped.
-int zombies() {
-  int count = 0;
-  const std::string me = std::to_string(::getpid());
-  DIR* proc = ::opendir("/proc");
-  while (const dirent* e = ::readdir(proc)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
-    std::string line;
-    if (!std::getline(in, line)) continue;
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    char st = 0;
-    std::string ppid;
-    std::istringstream fields(line.substr(close + 1));
-    fields >> st >> ppid;
-    if (st == 'Z' && ppid == me) ++count;
-  }
-  ::closedir(proc);
-  return count;
-}
-
-// True when `pid` no longer runs (gone, or a zombie some other parent has yet to reap).
-bool process_gone(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return true;
-  const auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
-}
-
-// A scratch directory for marker files, removed at the end of the test.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/mgmt-process-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-void touch(const std::string& path) { std::ofstream(path) << ""; }
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-bool exists(const std::string& path) { return std::filesystem::exists(path); }
 
 // The event types of `events`, in order.
 std::vector<std::string> types_of(const std::vector<Event>& events) {
@@ -107,99 +58,6 @@ std::vector<std::string> repeat(const std::vector<std::string>& v, int n) {
 }
 
 std::string str(std::string_view s) { return std::string(s); }
-
-// Collects events from the backend's subscription.
-class EventLog {
- public:
-  explicit EventLog(mgmt::Backend& b)
-      : sub_(b.subscribe_events([this](const Event& e) {
-          std::lock_guard lock(mu_);
-          events_.push_back(e);
-        })) {}
-
-  std::vector<std::string> types(const std::string& pid) const {
-    std::lock_guard lock(mu_);
-    std::vector<std::string> out;
-    for (const auto& e : events_) {
-      if (e.pid == pid) out.push_back(e.type);
-    }
-    return out;
-  }
-  std::vector<Event> all() const {
-    std::lock_guard lock(mu_);
-    return events_;
-  }
-  bool has(const std::string& pid, std::string_view type) const {
-    for (const auto& t : types(pid)) {
-      if (t == type) return true;
-    }
-    return false;
-  }
-  std::vector<Event> of(const std::string& pid) const {
-    std::lock_guard lock(mu_);
-    std::vector<Event> out;
-    for (const auto& e : events_) {
-      if (e.pid == pid) out.push_back(e);
-    }
-    return out;
-  }
-  int count(const std::string& pid, std::string_view type) const {
-    int n = 0;
-    for (const auto& t : types(pid)) n += t == type ? 1 : 0;
-    return n;
-  }
-  std::string summary_of(const std::string& pid, std::string_view type) const {
-    std::lock_guard lock(mu_);
-    for (const auto& e : events_) {
-      if (e.pid == pid && e.type == type) return e.summary;
-    }
-    return "(none)";
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<Event> events_;
-  std::unique_ptr<mgmt::Subscription> sub_;
-};
-
-std::unique_ptr<ProcessBackend> make_backend(const std::string& yaml) {
-  mgmt::PluginEnv env;
-  env.config = YAML::Load(yaml);
-  env.config_file = "test.yaml";
-  return std::make_unique<ProcessBackend>(env);
-}
-
-// One process running `script` under /bin/sh -c, plus extra YAML lines for its entry.
-std::string sh_process(const std::string& id, const std::string& script,
-                       const std::string& extra = "") {
-  YAML::Emitter quoted;
-  quoted << YAML::DoubleQuoted << script;
-  return "  - id: " + id + "\n    command: /bin/sh\n    args: [-c, " + quoted.c_str() + "]\n" +
-         extra;
-}
-
-OpResult call(bool start, mgmt::Backend& b, const std::string& id) {
-  auto promise = std::make_shared<std::promise<OpResult>>();
-  auto future = promise->get_future();
-  auto done = [promise](OpResult r) { promise->set_value(std::move(r)); };
-  if (start) b.start(id, done);
-  else b.stop(id, done);
-  REQUIRE(future.wait_for(20s) == std::future_status::ready);
-  return future.get();
-}
-OpResult start(mgmt::Backend& b, const std::string& id) { return call(true, b, id); }
-OpResult stop(mgmt::Backend& b, const std::string& id) { return call(false, b, id); }
-
-std::string state_of(mgmt::Backend& b, const std::string& id) { return b.status(id)->state; }
-
-std::string logs_of(mgmt::Backend& b, const std::string& id, LogStream s = LogStream::out) {
-  std::string out;
-  LogQuery q;
-  q.id = id;
-  q.stream = s;
-  REQUIRE(b.logs(q, out).empty());
-  return out;
-}
 
 }  // namespace
 
@@ -1118,4 +976,70 @@ TEST_CASE("process backend: signal reaches the process or its whole group", "[pr
     CHECK(send("nope", SIGHUP, false).err == mgmt::kErrNotFound);
   }
   CHECK(zombies() == 0);
+}
+
+TEST_CASE("process backend: list_version moves with every change list() shows, not with output",
+          "[process][backend]") {
+  auto b = make_backend("processes:\n" +
+                        sh_process("chatty", "while :; do echo tick; sleep 0.01; done") +
+                        sh_process("crasher", "exec sleep 30", "    restart: on_failure\n") +
+                        sh_process("idle", "exec sleep 30", "    autostart: false\n"));
+  const std::uint64_t initial = b->list_version();
+  CHECK(initial != 0);  // 0 would mean "never reuse a reply"
+  b->start_all();
+  REQUIRE(wait_until([&] {
+    return state_of(*b, "chatty") == state::running && state_of(*b, "crasher") == state::running;
+  }));
+  CHECK(b->list_version() != initial);
+
+  // Reads the version, lists, and reads it again until nothing moved in between.
+  auto settled = [&](std::vector<Entry>& out) {
+    for (int i = 0; i < 100; ++i) {
+      const std::uint64_t v = b->list_version();
+      out = b->list();
+      if (b->list_version() == v) return v;
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL("list_version never settled");
+    return std::uint64_t{0};
+  };
+  // Output keeps arriving, in chunks 10 ms apart: the version does not move with it. (The
+  // first list_version() call may start one memory sample, which may bump it once; nothing
+  // else asks for samples meanwhile.)
+  const std::uint64_t v1 = b->list_version();
+  const std::string seen = logs_of(*b, "chatty");
+  REQUIRE(wait_until([&] { return logs_of(*b, "chatty").size() > seen.size() + 20 * 5; }));
+  CHECK(b->list_version() - v1 <= 1);
+
+  // A version names one content: two lists under the same version are equal.
+  std::vector<Entry> before;
+  const std::uint64_t v2 = settled(before);
+  std::this_thread::sleep_for(50ms);
+  std::vector<Entry> after;
+  if (settled(after) == v2) {
+    REQUIRE(after.size() == before.size());
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      CHECK(after[i].state == before[i].state);
+      CHECK(after[i].pid == before[i].pid);
+      CHECK(after[i].rss == before[i].rss);
+    }
+  }
+
+  // Each of these changes what list() shows, and so the version.
+  auto changes = [&](const std::function<void()>& act, const std::function<bool()>& until) {
+    std::vector<Entry> ignored;
+    const std::uint64_t v = settled(ignored);
+    act();
+    REQUIRE(wait_until(until));
+    CHECK(b->list_version() != v);
+  };
+  const auto crasher_pid = b->status("crasher")->pid;
+  changes([&] { ::kill(static_cast<pid_t>(crasher_pid), SIGKILL); },
+          [&] { return b->status("crasher")->restarts == 1; });
+  changes([&] { start(*b, "idle"); }, [&] { return state_of(*b, "idle") == state::running; });
+  changes([&] { stop(*b, "idle"); }, [&] { return state_of(*b, "idle") == state::stopped; });
+  changes([&] { CHECK(reload(*b, "processes:\n" + sh_process("idle", "exec sleep 30",
+                                                             "    autostart: false\n"))
+                          .empty()); },
+          [&] { return ids(*b) == std::vector<std::string>{"idle"}; });
 }

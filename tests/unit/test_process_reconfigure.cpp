@@ -25,6 +25,7 @@
 #include "mgmt/plugin.hpp"
 #include "process_backend.hpp"
 #include "process_config.hpp"
+#include "process_fixture.hpp"
 #include "wait.hpp"
 
 using namespace std::chrono_literals;
@@ -35,164 +36,11 @@ using mgmt::LogStream;
 using mgmt::OpResult;
 using mgmt::process::ProcessBackend;
 using mgmt::test::wait_until;
+using namespace mgmt::test;  // process_fixture.hpp
 namespace state = mgmt::state;
 namespace event = mgmt::event;
 
 namespace {
-
-// Children of this test process that exited and were never reaped.
-int zombies() {
-  int count = 0;
-  const std::string me = std::to_string(::getpid());
-  DIR* proc = ::opendir("/proc");
-  while (const dirent* e = ::readdir(proc)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
-    std::string line;
-    if (!std::getline(in, line)) continue;
-    const auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    char st = 0;
-    std::string ppid;
-    std::istringstream fields(line.substr(close + 1));
-    fields >> st >> ppid;
-    if (st == 'Z' && ppid == me) ++count;
-  }
-  ::closedir(proc);
-  return count;
-}
-
-// True when `pid` no longer runs (gone, or a zombie some other parent has yet to reap).
-bool process_gone(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return true;
-  const auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
-}
-
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/mgmt-reconfigure-test-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-class EventLog {
- public:
-  explicit EventLog(mgmt::Backend& b)
-      : sub_(b.subscribe_events([this](const Event& e) {
-          std::lock_guard lock(mu_);
-          events_.push_back(e);
-        })) {}
-
-  std::vector<std::string> types(const std::string& pid) const {
-    std::lock_guard lock(mu_);
-    std::vector<std::string> out;
-    for (const auto& e : events_) {
-      if (e.pid == pid) out.push_back(e.type);
-    }
-    return out;
-  }
-  std::vector<Event> all() const {
-    std::lock_guard lock(mu_);
-    return events_;
-  }
-  std::size_t size() const {
-    std::lock_guard lock(mu_);
-    return events_.size();
-  }
-  // The summaries of `pid`'s events of `type`, in order.
-  std::vector<std::string> summaries(const std::string& pid, std::string_view type) const {
-    std::lock_guard lock(mu_);
-    std::vector<std::string> out;
-    for (const auto& e : events_) {
-      if (e.pid == pid && e.type == type) out.push_back(e.summary);
-    }
-    return out;
-  }
-  // Index of the n-th (0-based) event of `pid` and `type` among all events; -1 if none.
-  int index(const std::string& pid, std::string_view type, int nth = 0) const {
-    std::lock_guard lock(mu_);
-    for (std::size_t i = 0; i < events_.size(); ++i) {
-      if (events_[i].pid == pid && events_[i].type == type && nth-- == 0) return static_cast<int>(i);
-    }
-    return -1;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<Event> events_;
-  std::unique_ptr<mgmt::Subscription> sub_;
-};
-
-std::unique_ptr<ProcessBackend> make_backend(const std::string& yaml) {
-  mgmt::PluginEnv env;
-  env.config = YAML::Load(yaml);
-  env.config_file = "test.yaml";
-  return std::make_unique<ProcessBackend>(env);
-}
-
-std::string reload(mgmt::Backend& b, const std::string& yaml) {
-  return b.reconfigure(YAML::Load(yaml), "new.yaml");
-}
-
-std::string sh_process(const std::string& id, const std::string& script,
-                       const std::string& extra = "") {
-  YAML::Emitter quoted;
-  quoted << YAML::DoubleQuoted << script;
-  return "  - id: " + id + "\n    command: /bin/sh\n    args: [-c, " + quoted.c_str() + "]\n" +
-         extra;
-}
-
-std::future<OpResult> async_call(bool start, mgmt::Backend& b, const std::string& id) {
-  auto promise = std::make_shared<std::promise<OpResult>>();
-  auto future = promise->get_future();
-  auto done = [promise](OpResult r) { promise->set_value(std::move(r)); };
-  if (start) b.start(id, done);
-  else b.stop(id, done);
-  return future;
-}
-OpResult call(bool start, mgmt::Backend& b, const std::string& id) {
-  auto future = async_call(start, b, id);
-  REQUIRE(future.wait_for(20s) == std::future_status::ready);
-  return future.get();
-}
-OpResult start(mgmt::Backend& b, const std::string& id) { return call(true, b, id); }
-OpResult stop(mgmt::Backend& b, const std::string& id) { return call(false, b, id); }
-
-std::string state_of(mgmt::Backend& b, const std::string& id) {
-  const auto e = b.status(id);
-  return e ? e->state : "(unknown)";
-}
-std::int64_t pid_of(mgmt::Backend& b, const std::string& id) {
-  const auto e = b.status(id);
-  return e ? e->pid : -1;
-}
-
-std::vector<std::string> ids(mgmt::Backend& b) {
-  std::vector<std::string> out;
-  for (const auto& e : b.list()) out.push_back(e.id);
-  return out;
-}
-
-std::string logs_of(mgmt::Backend& b, const std::string& id) {
-  std::string out;
-  LogQuery q;
-  q.id = id;
-  REQUIRE(b.logs(q, out).empty());
-  return out;
-}
 
 std::vector<std::string> types(std::initializer_list<std::string_view> list) {
   std::vector<std::string> out;

@@ -53,6 +53,7 @@ class Runtime {
   void release();
 
  private:
+  static void drop_plugin_configs(ServerConfig& cfg);
   // Identity of a handler slot: when it is equal, the existing handler is kept.
   static std::string slot_key(const std::string& path, const PluginRef& ref);
 

@@ -110,6 +110,14 @@ class Backend {
   virtual std::string reconfigure(const YAML::Node& /*config*/, const std::string& /*file*/) {
     return "this backend cannot change its configuration while running: restart mgmtd";
   }
+
+  // A number that changes whenever anything list() returns may have changed (a state, a
+  // pid, a counter, a memory sample, the set of processes). The stock list handler reuses
+  // its encoded reply while the number stays the same, so a change must bump it in the
+  // same critical section that makes the change visible to list() (or later), never
+  // before. 0 means "unknown": the reply is rebuilt for every request, which is what the
+  // default does. Must be cheap: it is called on every list request.
+  virtual std::uint64_t list_version() { return 0; }
 };
 
 }  // namespace mgmt

@@ -46,8 +46,16 @@ constexpr int kReadsPerWakeup = 16;
 // At exit: enough for a full pipe many times over, bounded against a writer that escaped
 // the process group and keeps the pipe open.
 constexpr int kReadsAtExit = 256;
-// How long list and status reuse a sample of the children's resident memory.
-constexpr auto kRssMaxAge = std::chrono::seconds(1);
+// Age of the children's memory sample past which list and status ask the supervisor for a
+// new one (and answer with the one they have), and past which they scan /proc themselves.
+constexpr std::int64_t kRssMaxAge = 1'000'000'000;
+constexpr std::int64_t kRssSyncAge = 10'000'000'000;
+
+std::int64_t steady_nanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 std::int64_t unix_nanos() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -201,35 +209,62 @@ std::optional<Entry> ProcessBackend::status(std::string_view id) {
   return std::move(one[0]);
 }
 
-// Resident memory of the children's process groups, sampled at most once per kRssMaxAge
-// (or when a group is new): a scan reads /proc for every process on the machine, far too
-// slow to repeat for every list or status request.
+// Resident memory of the children's process groups: see rss_ in the header.
 void ProcessBackend::fill_rss(std::vector<Entry>& entries) {
-  std::lock_guard rss_lock(rss_mu_);
-  const auto now = steady_clock::now();
-  bool stale = now - rss_at_ >= kRssMaxAge;
-  for (std::size_t i = 0; !stale && i < entries.size(); ++i) {
-    stale = entries[i].pid > 0 && rss_.count(static_cast<pid_t>(entries[i].pid)) == 0;
+  std::unique_lock rss_lock(rss_mu_);
+  const std::int64_t age = steady_nanos() - rss_at_ns_.load(std::memory_order_relaxed);
+  bool sync = age >= kRssSyncAge;
+  for (std::size_t i = 0; !sync && i < entries.size(); ++i) {
+    sync = entries[i].pid > 0 && rss_.count(static_cast<pid_t>(entries[i].pid)) == 0;
   }
-  if (stale) {
-    // Every current group, so that one scan serves list and status alike.
-    std::set<pid_t> groups;
-    {
-      std::lock_guard lock(mu_);
-      for (const auto& p : procs_) {
-        if (p->child && !p->exec_failed) groups.insert(p->child->pid());
-      }
-    }
-    // /proc is read without mu_: a child that exits meanwhile only reads as rss 0.
-    rss_ = group_rss(groups);
-    for (const pid_t g : groups) rss_.emplace(g, 0);  // gone or unreadable: 0, no rescan
-    rss_at_ = now;
+  if (sync) {
+    rss_lock.unlock();
+    refresh_rss();
+    rss_lock.lock();
+  } else if (age >= kRssMaxAge) {
+    want_fresh_rss();  // this answer uses the previous sample, at most kRssSyncAge old
   }
   for (auto& e : entries) {
     if (e.pid <= 0) continue;
     const auto it = rss_.find(static_cast<pid_t>(e.pid));
     if (it != rss_.end()) e.rss = it->second;
   }
+}
+
+void ProcessBackend::refresh_rss() {
+  // Every current group, so that one scan serves list and status alike.
+  std::set<pid_t> groups;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& p : procs_) {
+      if (p->child && !p->exec_failed) groups.insert(p->child->pid());
+    }
+  }
+  // /proc is read without any lock: a child that exits meanwhile only reads as rss 0.
+  auto fresh = group_rss(groups);
+  for (const pid_t g : groups) fresh.emplace(g, 0);  // gone or unreadable: 0, no rescan
+  bool differs;
+  {
+    std::lock_guard rss_lock(rss_mu_);
+    differs = fresh != rss_;
+    rss_ = std::move(fresh);
+    rss_at_ns_.store(steady_nanos(), std::memory_order_relaxed);
+  }
+  if (differs) {
+    std::lock_guard lock(mu_);
+    changed();  // after the new values are visible: a cached list is rebuilt with them
+  }
+}
+
+void ProcessBackend::want_fresh_rss() {
+  const std::int64_t age = steady_nanos() - rss_at_ns_.load(std::memory_order_relaxed);
+  if (age < kRssMaxAge) return;
+  if (!rss_wanted_.exchange(true, std::memory_order_acq_rel)) wake();
+}
+
+std::uint64_t ProcessBackend::list_version() {
+  want_fresh_rss();
+  return version_.load(std::memory_order_acquire);
 }
 
 void ProcessBackend::start(std::string_view id, OpDone done) {
@@ -442,6 +477,7 @@ std::string ProcessBackend::reconfigure(const YAML::Node& config, const std::str
       if (q) records.push_back(std::move(q));  // retired
     }
     procs_ = std::move(records);
+    changed();  // the order of the list follows the file
     start_order_.clear();
     for (std::size_t i : order) start_order_.push_back(in_file_order[i]);
     relink();
@@ -495,6 +531,7 @@ void ProcessBackend::change(ManagedProcess& p, ProcessSpec spec,
   if (log_) log_->info("process {}: configuration changed", p.spec.id);
   p.restarts = 0;
   p.consecutive = 0;
+  changed();
   if (!p.child) {
     p.next_spec.reset();
     p.set_spec(std::move(spec));
@@ -515,6 +552,7 @@ void ProcessBackend::change(ManagedProcess& p, ProcessSpec spec,
 void ProcessBackend::retire(ManagedProcess& p, Completions& done) {
   if (log_) log_->info("process {}: removed from the configuration", p.spec.id);
   p.retired = true;
+  changed();
   p.next_spec.reset();
   p.restart_after_stop = false;
   p.stop_queued = false;
@@ -534,6 +572,7 @@ bool ProcessBackend::predecessor_alive(const ManagedProcess& p) const {
 }
 
 void ProcessBackend::emit(const ManagedProcess* p, std::string_view type, std::string summary) {
+  changed();  // every lifecycle event goes with a change list() shows
   Event e;
   e.pid = p ? p->spec.id : std::string();
   e.type = std::string(type);
@@ -659,6 +698,11 @@ void ProcessBackend::supervise() {
     auto now = steady_clock::now();
     on_timers(now, done);
     sample_rss(lock, now);
+    if (rss_wanted_.exchange(false, std::memory_order_acq_rel)) {
+      lock.unlock();
+      refresh_rss();
+      lock.lock();
+    }
     if (shutting_down_) stop_queued();
     if (!activated_ && !quit_ &&
         (activate_requested_ ||
@@ -798,6 +842,7 @@ void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   p.run_started = steady_clock::now();
   p.sample_at.reset();
   if (p.spec.resources.max_rss > 0) p.sample_at = p.run_started + p.spec.resources.sample_interval;
+  changed();  // a pid and a start time
   save_groups();
   if (log_) log_->debug("process {}: spawned pid {}", p.spec.id, p.child->pid());
 }
@@ -817,6 +862,7 @@ void ProcessBackend::on_exec_status(ManagedProcess& p, Completions& done) {
     p.exec_failed = true;  // the exit that follows is not the program's
     if (p.state == state::starting) return fail_start(p, *result, done);
     p.last_error = *result;
+    changed();
   } else if (p.state == state::starting) {
     p.state = state::running;
     emit(&p, event::started, "pid " + std::to_string(p.child->pid()));
@@ -846,6 +892,7 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
       if (!err.empty() && !p.file_error_reported[s]) {
         p.file_error_reported[s] = true;  // once per run, not once per chunk
         p.last_error = "log file: " + err;
+        changed();
         if (log_) log_->error("process {}: {}", p.spec.id, p.last_error);
       }
     }
@@ -875,6 +922,7 @@ void ProcessBackend::after_exit(ManagedProcess& p) {
   if (p.next_spec) {
     p.set_spec(std::move(*p.next_spec));
     p.next_spec.reset();
+    changed();
   }
   if (!p.restart_after_stop) return;
   p.restart_after_stop = false;
@@ -919,6 +967,7 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
   const bool exec_failed = p.exec_failed;
   const auto ran_for = steady_clock::now() - p.run_started;
   p.child.reset();
+  changed();  // no pid any more; the state, exit code and signal follow below, still locked
   save_groups();
   p.exec_failed = false;
   p.kill_at.reset();

@@ -46,9 +46,11 @@
 // what a SIGKILLed predecessor left before it starts anything.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string_view>
@@ -93,6 +95,9 @@ class ProcessBackend final : public Backend {
   void signal(std::string_view id, int signo, bool group, OpDone done) override;
   // Live reload; see "Live reload" above. Never waits: stops finish on the supervisor.
   std::string reconfigure(const YAML::Node& config, const std::string& file) override;
+  // Bumped (under mu_) by every change list() can show; also asks the supervisor for a
+  // fresh memory sample once the last one is older than kRssMaxAge.
+  std::uint64_t list_version() override;
 
   // The state file of this backend ("" before the first start, or when state_dir is not
   // usable). For tests.
@@ -146,6 +151,13 @@ class ProcessBackend final : public Backend {
   bool all_children_gone() const;
   // Sets each entry's rss from the RSS cache (see rss_).
   void fill_rss(std::vector<Entry>& entries);
+  // Scans /proc for every current group and replaces rss_ (bumping version_ when a value
+  // changed). Called without mu_ held.
+  void refresh_rss();
+  // Asks the supervisor thread for refresh_rss() if the sample is older than kRssMaxAge.
+  void want_fresh_rss();
+  // Something list() shows changed (call with mu_ held, after the change).
+  void changed() { version_.fetch_add(1, std::memory_order_release); }
 
   std::shared_ptr<spdlog::logger> log_;
   UniqueFd wake_fd_;
@@ -175,12 +187,18 @@ class ProcessBackend final : public Backend {
   GroupRegistry registry_;
   std::deque<pid_t> killed_groups_;  // recently SIGKILLed groups, newest last (bounded)
   // Resident bytes per process group for list and status. A /proc scan reads every
-  // process on the machine, far too slow for each request, so it is redone only when older
-  // than kRssMaxAge or when it misses a group (a child started since). Taken without mu_
+  // process on the machine, far too slow for each request: while requests keep coming the
+  // supervisor thread redoes it once the sample is older than kRssMaxAge (want_fresh_rss),
+  // and a request does it itself only when the sample misses a group (a child started
+  // since) or is older than kRssSyncAge (nobody asked for a while). Taken without mu_
   // held; takes mu_ inside.
   std::mutex rss_mu_;
-  std::map<pid_t, std::uint64_t> rss_;  // guarded by rss_mu_
-  SteadyTime rss_at_{};                 // guarded by rss_mu_: when rss_ was sampled
+  std::map<pid_t, std::uint64_t> rss_;     // guarded by rss_mu_
+  // Steady-clock nanos of the sample in rss_ (none yet: long ago).
+  std::atomic<std::int64_t> rss_at_ns_{std::numeric_limits<std::int64_t>::min() / 2};
+  std::atomic<bool> rss_wanted_{false};     // the supervisor should refresh rss_
+  // See list_version(). Starts at 1: 0 means "unknown" to the handlers.
+  std::atomic<std::uint64_t> version_{1};
   std::vector<char> read_buf_;
   std::thread supervisor_;
 };
