@@ -12,6 +12,8 @@
 
 #include <msgpack.hpp>
 
+#include "msgpack_codec.hpp"
+
 namespace mgmt {
 
 namespace {
@@ -209,100 +211,16 @@ std::string packed(F&& body) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Decoding
+// Decoding: the tolerant field readers of msgpack_codec.hpp, plus the protocol's own types.
 
-struct DecodeError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
+using codec::decode_map;
+using codec::DecodeError;
+using codec::for_each_field;
+using codec::read;
+using codec::sub;
+using codec::wrong_kind;
 using msgpack::object;
 namespace mt = msgpack::type;
-
-const char* kind_of(const object& o) {
-  switch (o.type) {
-    case mt::NIL:
-      return "nil";
-    case mt::BOOLEAN:
-      return "bool";
-    case mt::POSITIVE_INTEGER:
-    case mt::NEGATIVE_INTEGER:
-      return "integer";
-    case mt::FLOAT32:
-    case mt::FLOAT64:
-      return "float";
-    case mt::STR:
-      return "str";
-    case mt::BIN:
-      return "bin";
-    case mt::ARRAY:
-      return "array";
-    case mt::MAP:
-      return "map";
-    case mt::EXT:
-      return "ext";
-  }
-  return "unknown";
-}
-
-[[noreturn]] void wrong_kind(std::string_view field, const char* expected, const object& o) {
-  throw DecodeError("field '" + std::string(field) + "': expected " + expected + ", got " +
-                    kind_of(o));
-}
-
-// Strings and byte data: str or bin (Go's decoder takes either), nil as empty.
-void read(const object& o, std::string& out, std::string_view field) {
-  switch (o.type) {
-    case mt::STR:
-      out.assign(o.via.str.ptr, o.via.str.size);
-      return;
-    case mt::BIN:
-      out.assign(o.via.bin.ptr, o.via.bin.size);
-      return;
-    case mt::NIL:
-      out.clear();
-      return;
-    default:
-      wrong_kind(field, "a string", o);
-  }
-}
-
-void read(const object& o, bool& out, std::string_view field) {
-  if (o.type == mt::BOOLEAN) {
-    out = o.via.boolean;
-  } else if (o.type == mt::NIL) {
-    out = false;
-  } else {
-    wrong_kind(field, "a bool", o);
-  }
-}
-
-// Any integer width is accepted as long as the value fits the field.
-template <class T>
-  requires std::is_integral_v<T>
-void read(const object& o, T& out, std::string_view field) {
-  if (o.type == mt::POSITIVE_INTEGER) {
-    if (o.via.u64 > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
-      throw DecodeError("field '" + std::string(field) + "': value " + std::to_string(o.via.u64) +
-                        " out of range");
-    }
-    out = static_cast<T>(o.via.u64);
-  } else if (o.type == mt::NEGATIVE_INTEGER) {
-    if constexpr (std::is_unsigned_v<T>) {
-      throw DecodeError("field '" + std::string(field) + "': negative value " +
-                        std::to_string(o.via.i64) + " for an unsigned field");
-    } else {
-      if (o.via.i64 < static_cast<std::int64_t>(std::numeric_limits<T>::min())) {
-        throw DecodeError("field '" + std::string(field) + "': value " +
-                          std::to_string(o.via.i64) + " out of range");
-      }
-      out = static_cast<T>(o.via.i64);
-    }
-  } else if (o.type == mt::NIL) {
-    out = 0;
-  } else {
-    wrong_kind(field, "an integer", o);
-  }
-}
 
 void read(const object& o, std::optional<std::int64_t>& out, std::string_view field) {
   if (o.type == mt::NIL) {
@@ -322,23 +240,6 @@ void read(const object& o, std::vector<std::string>& out, std::string_view field
   for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
     read(o.via.array.ptr[i], out[i], std::string(field) + "[" + std::to_string(i) + "]");
   }
-}
-
-// Calls visit(key, value) for every str-keyed pair of a map; nil counts as an empty map.
-template <class Visit>
-void for_each_field(const object& o, std::string_view field, Visit&& visit) {
-  if (o.type == mt::NIL) return;
-  if (o.type != mt::MAP) wrong_kind(field, "a map", o);
-  for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
-    const auto& kv = o.via.map.ptr[i];
-    if (kv.key.type != mt::STR) continue;  // not one of ours: ignore like any unknown key
-    visit(std::string_view(kv.key.via.str.ptr, kv.key.via.str.size), kv.val);
-  }
-}
-
-std::string sub(std::string_view parent, std::string_view key) {
-  if (parent.empty()) return std::string(key);
-  return std::string(parent) + "." + std::string(key);
 }
 
 void read(const object& o, Entry& e, std::string_view field) {
@@ -364,38 +265,6 @@ void read(const object& o, std::vector<Entry>& out, std::string_view field) {
   out.resize(o.via.array.size);
   for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
     read(o.via.array.ptr[i], out[i], std::string(field) + "[" + std::to_string(i) + "]");
-  }
-}
-
-// Limits on what a payload may unpack into. Requests are tiny; these only stop a hostile
-// payload from making the object tree (24 bytes per element) explode.
-const msgpack::unpack_limit kLimits(/*array=*/1u << 20, /*map=*/1u << 16, /*str=*/kMaxPayload,
-                                    /*bin=*/kMaxPayload, /*ext=*/kMaxPayload, /*depth=*/32);
-
-// Unpacks `payload` as one msgpack value and hands its top-level map to `fields`.
-template <class Fields>
-std::string decode_map(std::string_view payload, Fields&& fields) {
-  if (payload.empty()) return {};
-  try {
-    std::size_t off = 0;
-    msgpack::object_handle oh =
-        msgpack::unpack(payload.data(), payload.size(), off, nullptr, nullptr, kLimits);
-    if (off != payload.size()) {
-      return "payload has " + std::to_string(payload.size() - off) +
-             " trailing bytes after the msgpack map";
-    }
-    const object& root = oh.get();
-    if (root.type != mt::MAP && root.type != mt::NIL) {
-      return std::string("payload is not a msgpack map (got ") + kind_of(root) + ")";
-    }
-    for_each_field(root, "", fields);
-    return {};
-  } catch (const DecodeError& e) {
-    return e.what();
-  } catch (const msgpack::insufficient_bytes&) {
-    return "payload is truncated msgpack";
-  } catch (const std::exception& e) {
-    return std::string("payload is not valid msgpack: ") + e.what();
   }
 }
 

@@ -1,6 +1,6 @@
-// Private building blocks of the MessagePack map codecs (commands.cpp; messages.cpp keeps
-// its own copy for now and may switch to this header): a packer writing into a
-// std::string, tolerant field readers whose errors name the field, and decode_map().
+// Private building blocks of the MessagePack map codecs (messages.cpp, commands.cpp): a
+// packer writing into a std::string, tolerant field readers whose errors name the field,
+// and decode_map().
 //
 // Decoding rules, as the protocol asks: strings accept str, bin and nil; integers accept
 // any width when the value fits; nil is the default of every field; unknown and non-str

@@ -292,3 +292,12 @@ TEST_CASE("process config: relative folders are taken relative to the config fil
   CHECK(cfg.processes[1].log_files.dir == "/abs");
   CHECK(default_state_dir().find("/mgmtd-" + std::to_string(::geteuid())) != std::string::npos);
 }
+
+TEST_CASE("process config: a duration over a year is taken for a typo", "[process][config]") {
+  CHECK(error_of("processes:\n  - id: web\n    command: x\n    stop_timeout: 9000h\n") ==
+        "mgmt.yaml:4:19: stop_timeout must be a duration such as 250ms, 5s, 2m or 1h (got "
+        "\"9000h\")");
+  CHECK(parse("processes:\n  - id: web\n    command: x\n    stop_timeout: 8000h\n")
+            .processes[0]
+            .stop_timeout == std::chrono::hours(8000));
+}

@@ -29,26 +29,6 @@ namespace {
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-// Splits "12.5ms" into its number and unit; false unless the number is digits with at
-// most one '.', and at least one digit.
-bool split_number(std::string_view text, std::string_view& number, std::string_view& unit) {
-  std::size_t i = 0;
-  bool dot = false;
-  bool digits = false;
-  for (; i < text.size(); ++i) {
-    if (is_digit(text[i])) {
-      digits = true;
-    } else if (text[i] == '.' && !dot) {
-      dot = true;
-    } else {
-      break;
-    }
-  }
-  number = text.substr(0, i);
-  unit = text.substr(i);
-  return digits;
-}
-
 class Reader {
  public:
   explicit Reader(const std::string& file) : file_(file) {}
@@ -110,7 +90,8 @@ class Reader {
   std::chrono::milliseconds duration(const YAML::Node& n, std::string_view what) const {
     const std::string s = n.IsScalar() ? n.Scalar() : std::string();
     const auto d = parse_duration(s);
-    if (!d) {
+    // A year is plenty for any timeout or backoff; beyond that it is a typo.
+    if (!d || *d > std::chrono::hours(24 * 365)) {
       fail(n, std::string(what) + " must be a duration such as 250ms, 5s, 2m or 1h (got \"" +
                   s + "\")");
     }
@@ -383,52 +364,6 @@ std::vector<std::size_t> start_order(const std::vector<ProcessSpec>& processes) 
   };
   for (std::size_t i = 0; i < processes.size(); ++i) place(i);
   return order;
-}
-
-std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
-  std::string_view number, unit;
-  if (!split_number(text, number, unit)) return std::nullopt;
-  double ms_per_unit = 0;
-  if (unit.empty() || unit == "s") ms_per_unit = 1000;
-  else if (unit == "ms") ms_per_unit = 1;
-  else if (unit == "m") ms_per_unit = 60'000;
-  else if (unit == "h") ms_per_unit = 3'600'000;
-  else return std::nullopt;
-  double value = 0;
-  double scale = 1;
-  bool fraction = false;
-  for (char c : number) {
-    if (c == '.') {
-      fraction = true;
-      continue;
-    }
-    value = value * 10 + (c - '0');
-    if (fraction) scale *= 10;
-  }
-  const double ms = std::round(value / scale * ms_per_unit);
-  // A year of milliseconds is plenty for any timeout; beyond that it is a typo.
-  if (!(ms <= 365.0 * 24 * 3'600'000)) return std::nullopt;
-  return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
-}
-
-std::optional<std::uint64_t> parse_size(std::string_view text) {
-  std::size_t i = 0;
-  std::uint64_t v = 0;
-  for (; i < text.size() && is_digit(text[i]); ++i) {
-    if (v > (std::numeric_limits<std::uint64_t>::max() - 9) / 10) return std::nullopt;
-    v = v * 10 + static_cast<std::uint64_t>(text[i] - '0');
-  }
-  if (i == 0) return std::nullopt;
-  static const std::map<std::string_view, std::uint64_t> kUnits = {
-      {"", 1},           {"B", 1},
-      {"K", 1ull << 10}, {"KiB", 1ull << 10}, {"KB", 1000},
-      {"M", 1ull << 20}, {"MiB", 1ull << 20}, {"MB", 1000ull * 1000},
-      {"G", 1ull << 30}, {"GiB", 1ull << 30}, {"GB", 1000ull * 1000 * 1000},
-  };
-  const auto unit = kUnits.find(text.substr(i));
-  if (unit == kUnits.end()) return std::nullopt;
-  if (v > std::numeric_limits<std::uint64_t>::max() / unit->second) return std::nullopt;
-  return v * unit->second;
 }
 
 BackendConfig parse_backend_config(const YAML::Node& config, const std::string& file) {

@@ -12,6 +12,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "mgmt/units.hpp"
+
 namespace mgmt::process {
 
 enum class RestartPolicy { never, on_failure, always };
@@ -97,10 +99,9 @@ int parse_signal(std::string_view text);
 // "<file>:<line>:<column>: <what is wrong and what to write instead>".
 BackendConfig parse_backend_config(const YAML::Node& config, const std::string& file);
 
-// "250ms", "5s", "2m", "1h", "1.5s" or a plain number of seconds. nullopt when malformed.
-std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
-// "512", "64KiB", "1MiB", "1GiB" (powers of 1024), "1KB", "1MB", "1GB" (powers of 1000),
-// "100B". nullopt when malformed or too large.
-std::optional<std::uint64_t> parse_size(std::string_view text);
+// The framework's parsers of durations ("250ms", "5s", "2m", "1h", "1.5s", plain seconds)
+// and sizes ("512", "64KiB", "1MiB", "1GB", ...), see mgmt/units.hpp.
+using mgmt::parse_duration;
+using mgmt::parse_size;
 
 }  // namespace mgmt::process
