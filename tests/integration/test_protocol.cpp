@@ -2,7 +2,10 @@
 // Go implementation's own frames, against the real mgmtd with real children.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <map>
 #include <thread>
 
 #include "harness.hpp"
@@ -375,4 +378,54 @@ TEST_CASE("a slow stop does not hold up other clients", "[protocol]") {
   CHECK(r.err.empty());
   CHECK(r.entry.state == "stopped");
   CHECK(r.entry.exit_signal == std::optional<std::int64_t>(9));
+}
+
+TEST_CASE("list and status never answer with a stale reply once something changed",
+          "[protocol]") {
+  Mgmtd d(kBackend);
+  wait_state(d.socket(), "web", state::running);
+  RawConn c(d.socket());
+  auto list = [&] {
+    c.send(to_byte(MsgType::ListRequest), "");
+    auto f = c.read();
+    REQUIRE(f);
+    ListResponse r;
+    REQUIRE(decode(f->payload, r).empty());
+    std::map<std::string, Entry> by_id;
+    for (auto& e : r.entries) by_id[e.id] = e;
+    return by_id;
+  };
+  // Repeated requests (the replies may be reused) agree with each other...
+  const auto first = list();
+  const Entry web = entry_of(c, "web");
+  for (int i = 0; i < 20; ++i) {
+    CHECK(list().at("web").pid == web.pid);
+    CHECK(entry_of(c, "web").pid == web.pid);
+  }
+  CHECK(first.at("idle").state == "pending");
+  // ...and each change shows in the very next answer of both, on any connection.
+  RawConn ctl(d.socket());
+  ctl.send(to_byte(MsgType::StartRequest), encode(IdRequest{"idle"}));
+  auto started = ctl.read();
+  REQUIRE(started);
+  REQUIRE(as_status(*started).entry.state == "running");
+  const auto idle_pid = as_status(*started).entry.pid;
+  CHECK(list().at("idle").state == "running");
+  CHECK(list().at("idle").pid == idle_pid);
+  CHECK(entry_of(c, "idle").pid == idle_pid);
+
+  ctl.send(to_byte(MsgType::StopRequest), encode(IdRequest{"web"}));
+  auto stopped = ctl.read();
+  REQUIRE(stopped);
+  REQUIRE(as_status(*stopped).entry.state == "stopped");
+  CHECK(list().at("web").state == "stopped");
+  CHECK(list().at("web").pid == 0);
+  CHECK(entry_of(c, "web").state == "stopped");
+  CHECK(entry_of(c, "web").exit_signal.has_value());  // SIGTERM; now reported
+
+  // A process that dies on its own: the next answers say so.
+  const auto killed = static_cast<pid_t>(entry_of(c, "idle").pid);
+  REQUIRE(::kill(killed, SIGKILL) == 0);
+  REQUIRE(wait_until([&] { return entry_of(c, "idle").pid != killed; }));
+  CHECK(list().at("idle").pid != killed);
 }
