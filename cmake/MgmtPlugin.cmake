@@ -21,6 +21,8 @@ if(NOT DEFINED MGMT_ABI_VERSION)
   if(NOT MGMT_ABI_VERSION MATCHES "^[0-9]+$")
     message(FATAL_ERROR "cannot read kAbiVersion from ${_mgmt_plugin_hpp}")
   endif()
+  # A new number in the header reconfigures the build.
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${_mgmt_plugin_hpp}")
 endif()
 if(NOT DEFINED MGMT_PLUGIN_INSTALL_DIR)
   set(MGMT_PLUGIN_INSTALL_DIR lib/mgmtd/plugins)

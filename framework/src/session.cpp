@@ -65,9 +65,25 @@ class SessionExchange final : public Exchange {
   // wakes the writer for a whole burst, and a flood is bounded by the spill queue rather
   // than piling up as posted handlers.
   bool push_units(std::uint8_t type, std::string payload, std::uint64_t units) override {
+    const std::string_view part(payload);
+    return push_parts(type, &part, 1, units);
+  }
+
+  // The frame header and the payload's parts are copied straight into the queue's buffers.
+  bool push_parts(std::uint8_t type, const std::string_view* parts, std::size_t count,
+                  std::uint64_t units) override {
     if (closed_->load()) return false;
+    constexpr std::size_t kMaxParts = 8;
+    if (count >= kMaxParts) return Exchange::push_parts(type, parts, count, units);
+    std::size_t size = 0;
+    for (std::size_t i = 0; i < count; ++i) size += parts[i].size();
+    std::uint8_t head[kHeaderSize];
+    write_header(FrameHeader{type, 0, seq_, static_cast<std::uint32_t>(size)}, head);
+    std::string_view frame[kMaxParts];
+    frame[0] = std::string_view(reinterpret_cast<const char*>(head), kHeaderSize);
+    for (std::size_t i = 0; i < count; ++i) frame[i + 1] = parts[i];
     streaming_.store(true);
-    return session_->push_frame(make_frame(type, seq_, payload), units);
+    return session_->push_frame(std::span<const std::string_view>(frame, count + 1), units);
   }
 
   void on_stall(StallPayload make_payload, std::uint8_t type) override {
@@ -359,12 +375,12 @@ void Session::on_begin_stream() {
   watch_stream();
 }
 
-bool Session::push_frame(std::string frame, std::uint64_t units) {
+bool Session::push_frame(std::span<const std::string_view> parts, std::uint64_t units) {
   bool kick = false;
   SpillQueue::Added added;
   {
     std::lock_guard lock(qmu_);
-    added = q_.push(std::move(frame), units);
+    added = q_.push_parts(parts, units);
     account_locked(added);
     if (added != SpillQueue::Added::closed && idle_) {
       idle_ = false;
@@ -469,17 +485,23 @@ void Session::enqueue(std::string frame) {
 
 void Session::flush() {
   if (writing_ || mode_ == Mode::closed) return;
-  in_flight_.clear();
   bool disconnect = false;
   {
     std::lock_guard lock(qmu_);
-    // Memory first, then the spill file: a gathered write of up to 64 frames (Asio's
-    // limit per call), at most 1 MiB unless a single frame is larger.
-    q_.take(in_flight_, 1u << 20, 64);
+    q_.recycle(in_flight_);   // the buffers just written: some are kept for reuse
+    spent_.swap(in_flight_);  // the others are freed below, outside the lock
+    // Memory first, then the spill file: a gathered write of up to 64 buffers (Asio's
+    // limit per call) of frames packed back to back, at most 1 MiB unless a single frame
+    // is larger.
+    q_.take_buffers(in_flight_, 1u << 20, 64);
     account_locked(SpillQueue::Added::memory);
-    if (in_flight_.empty()) idle_ = true;
+    if (in_flight_.empty()) {
+      idle_ = true;
+      q_.release_spares(spent_);  // an idle connection keeps no buffers
+    }
     disconnect = disconnect_;
   }
+  spent_.clear();
   if (disconnect) close_after_flush_ = true;
   if (in_flight_.empty()) {
     if (close_after_flush_) {

@@ -2,6 +2,8 @@
 // stream frames in order through a bounded queue.
 #pragma once
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -10,7 +12,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "asio.hpp"
@@ -28,6 +32,31 @@ class logger;
 namespace mgmt {
 
 class Session;
+
+// A mutex that spins a little before it sleeps (glibc's adaptive mutex): a session's queue
+// lock is held for well under a microsecond at a time, and a backend thread that went to
+// sleep on it whenever the writer held it paid a futex wait and wakeup for nothing.
+class QueueMutex {
+ public:
+  QueueMutex() {
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+#ifdef __GLIBC__  // PTHREAD_MUTEX_ADAPTIVE_NP is an enumerator there, not a macro
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+    pthread_mutex_init(&m_, &attr);
+    pthread_mutexattr_destroy(&attr);
+  }
+  ~QueueMutex() { pthread_mutex_destroy(&m_); }
+  QueueMutex(const QueueMutex&) = delete;
+  QueueMutex& operator=(const QueueMutex&) = delete;
+  void lock() { pthread_mutex_lock(&m_); }
+  void unlock() { pthread_mutex_unlock(&m_); }
+  bool try_lock() { return pthread_mutex_trylock(&m_) == 0; }
+
+ private:
+  pthread_mutex_t m_;
+};
 
 // What sessions share with the server.
 struct SessionHost {
@@ -64,10 +93,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_end_stream();
   void on_hold(std::shared_ptr<void> r);
 
-  // Called from any thread by a stream's exchange: queues one frame (spilling or dropping
-  // it when the reader is behind) and wakes the writer. False once the connection is
-  // closed or closing because the reader fell past its quota.
-  bool push_frame(std::string frame, std::uint64_t units);
+  // Called from any thread by a stream's exchange: queues one frame, made of `parts` laid
+  // end to end (spilling or dropping it when the reader is behind), and wakes the writer.
+  // False once the connection is closed or closing because the reader fell past its quota.
+  bool push_frame(std::span<const std::string_view> parts, std::uint64_t units);
   // Any thread: how the stall notice frame is built (already a whole frame).
   void set_stall_notice(SpillQueue::NoticeBuilder b);
 
@@ -120,15 +149,16 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // The outgoing queue is shared with backend threads (stream frames are queued by them
   // directly, so a flood cannot pile up in the I/O thread's post queue): guarded by qmu_.
-  std::mutex qmu_;
+  QueueMutex qmu_;
   SpillQueue q_;
   bool idle_ = true;             // guarded: no write in progress or scheduled; a push kicks
   bool disconnect_ = false;      // guarded: the reader fell past its quota (on_overflow:
                                  // disconnect): close once the notice is written
   bool dropping_logged_ = false; // guarded
   std::uint64_t stalls_seen_ = 0;  // guarded
-  // I/O thread only: the frames being written.
+  // I/O thread only: the buffers being written (each holds one or more whole frames).
   std::vector<std::string> in_flight_;
+  std::vector<std::string> spent_;  // written buffers, freed outside qmu_
   bool writing_ = false;
   std::vector<asio::const_buffer> write_bufs_;
 

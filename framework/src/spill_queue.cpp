@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -18,6 +19,13 @@ constexpr std::size_t kRecordHeader = 4;
 constexpr std::size_t kWriteBuffer = 64 * 1024;  // appended records buffered before a write
 constexpr std::size_t kReadChunk = 64 * 1024;    // bytes read back from the file at a time
 constexpr std::uint64_t kPunchEvery = 1u << 20;  // release consumed file space this often
+// Memory buffers that frames share: a small one to start with (a queue that keeps up holds
+// a few frames at a time), full-size ones while a backlog builds.
+constexpr std::size_t kSmallBlock = 4 * 1024;
+constexpr std::size_t kBlock = 64 * 1024;
+constexpr std::size_t kAdopt = 16 * 1024;      // a frame string this large is kept as it is
+constexpr std::size_t kSpares = 4;             // emptied buffers kept for reuse while busy...
+constexpr std::size_t kSpareMax = 256 * 1024;  // ... when not larger than this
 
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -45,7 +53,9 @@ SpillQueue::~SpillQueue() { close(); }
 void SpillQueue::close() {
   closed_ = true;
   mem_.clear();
+  lens_.clear();
   mem_bytes_ = 0;
+  spares_.clear();
   wbuf_.clear();
   wbuf_.shrink_to_fit();
   rbuf_.clear();
@@ -100,13 +110,13 @@ bool SpillQueue::flush_wbuf() {
   return true;
 }
 
-bool SpillQueue::append_file(const std::string& frame) {
+bool SpillQueue::append_file(const Frame& frame) {
   if (!open_file()) return false;
-  const auto len = static_cast<std::uint32_t>(frame.size());
+  const auto len = static_cast<std::uint32_t>(frame.size);
   char hdr[kRecordHeader];
   std::memcpy(hdr, &len, sizeof hdr);
   wbuf_.append(hdr, sizeof hdr);
-  wbuf_.append(frame);
+  for (const std::string_view part : frame.parts) wbuf_.append(part);
   if (wbuf_.size() >= kWriteBuffer && file_error_.empty()) flush_wbuf();
   return true;
 }
@@ -170,24 +180,68 @@ void SpillQueue::reset_file() {
   if (rbuf_.capacity() > 2 * kReadChunk) rbuf_.shrink_to_fit();
 }
 
-void SpillQueue::to_memory(std::string frame) {
-  mem_bytes_ += frame.size();
-  mem_.push_back(std::move(frame));
+std::string SpillQueue::new_buffer(std::size_t need, std::size_t want) {
+  // The largest kept one, if large enough.
+  const auto it = std::max_element(
+      spares_.begin(), spares_.end(),
+      [](const std::string& a, const std::string& b) { return a.capacity() < b.capacity(); });
+  if (it != spares_.end() && it->capacity() >= need) {
+    std::string buf = std::move(*it);
+    spares_.erase(it);
+    return buf;
+  }
+  std::string buf;
+  buf.reserve(std::max(need, want));
+  return buf;
 }
 
-SpillQueue::Added SpillQueue::place(std::string frame, bool keep) {
+bool SpillQueue::spare(std::string& buf) {
+  if (closed_ || spares_.size() >= kSpares || buf.capacity() < kSmallBlock ||
+      buf.capacity() > kSpareMax) {
+    return false;
+  }
+  buf.clear();
+  spares_.push_back(std::move(buf));
+  return true;
+}
+
+void SpillQueue::release_spares(std::vector<std::string>& out) {
+  for (auto& b : spares_) out.push_back(std::move(b));
+  spares_.clear();
+}
+
+void SpillQueue::recycle(std::vector<std::string>& bufs) {
+  for (auto& b : bufs) spare(b);
+}
+
+void SpillQueue::to_memory(const Frame& frame) {
+  mem_bytes_ += frame.size;
+  lens_.push_back(static_cast<std::uint32_t>(frame.size));
+  if (frame.owned != nullptr && frame.size >= kAdopt) {
+    mem_.push_back(Block{std::move(*frame.owned), 0, 1});
+    return;
+  }
+  if (mem_.empty() || mem_.back().data.capacity() - mem_.back().data.size() < frame.size) {
+    mem_.push_back(Block{new_buffer(frame.size, mem_.empty() ? kSmallBlock : kBlock), 0, 0});
+  }
+  Block& b = mem_.back();
+  for (const std::string_view part : frame.parts) b.data.append(part);
+  ++b.frames;
+}
+
+SpillQueue::Added SpillQueue::place(const Frame& frame, bool keep) {
   const std::uint64_t backlog = file_backlog();
-  if (backlog == 0 && (mem_.empty() || mem_bytes_ + frame.size() <= opts_.memory_limit)) {
-    to_memory(std::move(frame));
+  if (backlog == 0 && (lens_.empty() || mem_bytes_ + frame.size <= opts_.memory_limit)) {
+    to_memory(frame);
     return Added::memory;
   }
-  if (keep || backlog + kRecordHeader + frame.size() <= opts_.spill_quota) {
+  if (keep || backlog + kRecordHeader + frame.size <= opts_.spill_quota) {
     if (append_file(frame)) {
       ++frames_spilled_;
       return Added::spilled;
     }
     if (keep && backlog == 0) {
-      to_memory(std::move(frame));
+      to_memory(frame);
       return Added::memory;
     }
   }
@@ -201,7 +255,11 @@ void SpillQueue::queue_notice() {
   dropping_ = false;
   dropped_units_ = 0;
   first_drop_ns_ = 0;
-  if (notice_) place(notice_(dropped, since), true);
+  if (notice_) {
+    std::string n = notice_(dropped, since);
+    const std::string_view v(n);
+    place(Frame{{&v, 1}, n.size(), &n}, true);
+  }
 }
 
 void SpillQueue::maybe_notify() {
@@ -214,6 +272,18 @@ void SpillQueue::maybe_notify() {
 }
 
 SpillQueue::Added SpillQueue::push(std::string frame, std::uint64_t units, bool keep) {
+  const std::string_view v(frame);
+  return push_frame(Frame{{&v, 1}, frame.size(), &frame}, units, keep);
+}
+
+SpillQueue::Added SpillQueue::push_parts(std::span<const std::string_view> parts,
+                                         std::uint64_t units, bool keep) {
+  std::size_t size = 0;
+  for (const std::string_view p : parts) size += p.size();
+  return push_frame(Frame{parts, size, nullptr}, units, keep);
+}
+
+SpillQueue::Added SpillQueue::push_frame(Frame frame, std::uint64_t units, bool keep) {
   if (closed_) return Added::closed;
   maybe_notify();
   if (!keep && (dropping_ || disconnecting_)) {
@@ -221,7 +291,7 @@ SpillQueue::Added SpillQueue::push(std::string frame, std::uint64_t units, bool 
     if (!disconnecting_) dropped_units_ += units;
     return Added::dropped;
   }
-  const Added where = place(std::move(frame), keep);
+  const Added where = place(frame, keep);
   if (where != Added::dropped) return where;
   ++frames_dropped_;
   dropped_units_ += units;
@@ -242,14 +312,24 @@ std::size_t SpillQueue::take(std::vector<std::string>& out, std::size_t max_byte
   std::size_t n = 0;
   std::size_t bytes = 0;
   while (n < max_frames) {
-    if (!mem_.empty()) {
-      std::string& f = mem_.front();
-      if (n > 0 && bytes + f.size() > max_bytes) break;
-      bytes += f.size();
-      mem_bytes_ -= f.size();
-      out.push_back(std::move(f));
-      mem_.pop_front();
+    if (!lens_.empty()) {
+      Block& b = mem_.front();
+      const std::size_t len = lens_.front();
+      if (n > 0 && bytes + len > max_bytes) break;
+      if (b.pos == 0 && b.frames == 1) {
+        out.push_back(std::move(b.data));
+      } else {
+        out.emplace_back(b.data, b.pos, len);
+      }
+      b.pos += len;
+      lens_.pop_front();
+      bytes += len;
+      mem_bytes_ -= len;
       ++n;
+      if (--b.frames == 0) {
+        spare(b.data);
+        mem_.pop_front();
+      }
       continue;
     }
     if (file_backlog() == 0 || !fill(kRecordHeader)) break;
@@ -263,14 +343,68 @@ std::size_t SpillQueue::take(std::vector<std::string>& out, std::size_t max_byte
     bytes += len;
     ++n;
   }
+  drop_unreadable();
+  after_consume();
+  maybe_notify();
+  return n;
+}
+
+std::size_t SpillQueue::take_buffers(std::vector<std::string>& out, std::size_t max_bytes,
+                                     std::size_t max_buffers) {
+  std::size_t n = 0;
+  std::size_t bytes = 0;
+  std::size_t bufs = 0;
+  // Memory first, whole buffers at a time.
+  while (bufs < max_buffers && !mem_.empty()) {
+    Block& b = mem_.front();
+    const std::size_t size = b.data.size() - b.pos;
+    if (bufs > 0 && bytes + size > max_bytes) break;
+    if (b.pos > 0) b.data.erase(0, b.pos);  // only after take() took part of it
+    out.push_back(std::move(b.data));
+    bytes += size;
+    mem_bytes_ -= size;
+    n += b.frames;
+    lens_.erase(lens_.begin(), lens_.begin() + static_cast<std::ptrdiff_t>(b.frames));
+    mem_.pop_front();
+    ++bufs;
+  }
+  // Then the spill file, its records unwrapped into one buffer.
+  if (mem_.empty() && bufs < max_buffers && (bufs == 0 || bytes < max_bytes) &&
+      file_backlog() > 0) {
+    std::string buf;
+    std::size_t from_file = 0;
+    while (file_backlog() > 0 && fill(kRecordHeader)) {
+      std::uint32_t len = 0;
+      std::memcpy(&len, rbuf_.data() + rbuf_pos_, sizeof len);
+      if ((bufs > 0 || from_file > 0) && bytes + len > max_bytes) break;
+      if (!fill(kRecordHeader + len)) break;
+      if (from_file == 0) {
+        buf = new_buffer(len, static_cast<std::size_t>(std::min<std::uint64_t>(
+                                  max_bytes - std::min(bytes, max_bytes), file_backlog())));
+      }
+      buf.append(rbuf_.data() + rbuf_pos_ + kRecordHeader, len);
+      rbuf_pos_ += kRecordHeader + len;
+      consumed_ += kRecordHeader + len;
+      bytes += len;
+      ++from_file;
+    }
+    if (from_file > 0) {
+      out.push_back(std::move(buf));
+      n += from_file;
+    }
+  }
+  drop_unreadable();
+  after_consume();
+  maybe_notify();
+  return n;
+}
+
+void SpillQueue::drop_unreadable() {
   if (!file_error_.empty() && mem_.empty() && fd_ >= 0 && file_backlog() > 0 &&
       !fill(kRecordHeader)) {
     // An unreadable spill file cannot be replayed: count what it held as dropped.
     reset_file();
   }
-  after_consume();
-  maybe_notify();
-  return n;
 }
 
 }  // namespace mgmt

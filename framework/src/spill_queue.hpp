@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mgmt {
@@ -50,13 +52,29 @@ class SpillQueue {
   // Adds one frame. `units` is what a drop counts (1 per event, bytes of log data...).
   // `keep` frames (replies, notices) are never dropped: they go past the quota if needed.
   Added push(std::string frame, std::uint64_t units = 1, bool keep = false);
+  // The same for a frame made of `parts` laid end to end (a header, a payload...): they are
+  // copied straight into the queue's buffers, so a frame costs no allocation of its own.
+  Added push_parts(std::span<const std::string_view> parts, std::uint64_t units = 1,
+                   bool keep = false);
 
   // Moves the oldest frames, in order, into `out` (appended): at least one frame when any is
   // queued, then more while their total stays within `max_bytes` and `max_frames`.
   // Returns the number of frames taken.
   std::size_t take(std::vector<std::string>& out, std::size_t max_bytes, std::size_t max_frames);
 
-  bool empty() const { return mem_.empty() && file_backlog() == 0; }
+  // The writer's take: the same frames in the same order, but appended to `out` as whole
+  // buffers, each holding one or more consecutive frames (ready for a gathered write): at
+  // least one frame when any is queued, then more while the total stays within `max_bytes`
+  // and the buffers within `max_buffers`. Returns the number of frames taken.
+  std::size_t take_buffers(std::vector<std::string>& out, std::size_t max_bytes,
+                           std::size_t max_buffers);
+  // Gives buffers back (written ones, from take_buffers) for reuse: a few are moved out of
+  // `bufs` and kept until release_spares() (when the queue has gone idle), which hands them
+  // back in `out`. What stays in `bufs` or `out` is the caller's to free (outside its lock).
+  void recycle(std::vector<std::string>& bufs);
+  void release_spares(std::vector<std::string>& out);
+
+  bool empty() const { return lens_.empty() && file_backlog() == 0; }
   std::size_t memory_bytes() const { return mem_bytes_; }
   std::uint64_t file_backlog() const { return write_off_ + wbuf_.size() - consumed_; }
   std::uint64_t backlog_bytes() const { return mem_bytes_ + file_backlog(); }
@@ -75,22 +93,45 @@ class SpillQueue {
   const std::string& spill_path() const { return opts_.spill_path; }
 
  private:
+  // A frame being added: its parts, and the string holding it when the caller gave one
+  // (then a large frame is adopted as a buffer of its own rather than copied).
+  struct Frame {
+    std::span<const std::string_view> parts;
+    std::size_t size;
+    std::string* owned;
+  };
+  // In memory, frames are packed back to back into buffers: the writer takes a buffer
+  // whole, and the producer then starts a new one.
+  struct Block {
+    std::string data;
+    std::size_t pos = 0;     // bytes taken frame by frame (take()) from the front
+    std::size_t frames = 0;  // frames in data[pos, end)
+  };
+
+  Added push_frame(Frame f, std::uint64_t units, bool keep);
   bool open_file();
-  bool append_file(const std::string& frame);
+  bool append_file(const Frame& frame);
   bool flush_wbuf();
   // Makes at least `n` unparsed bytes available in rbuf_; false when the file has fewer.
   bool fill(std::size_t n);
   void after_consume();
+  void drop_unreadable();
   void reset_file();
   void maybe_notify();
   void queue_notice();
-  Added place(std::string frame, bool keep);
-  void to_memory(std::string frame);
+  Added place(const Frame& frame, bool keep);
+  void to_memory(const Frame& frame);
+  // A buffer for at least `need` bytes: a kept one, else a new one of max(need, want).
+  std::string new_buffer(std::size_t need, std::size_t want);
+  // Keeps `buf` (moving it) for reuse when it is worth it.
+  bool spare(std::string& buf);
 
   Options opts_;
   NoticeBuilder notice_;
-  std::deque<std::string> mem_;
+  std::deque<Block> mem_;
+  std::deque<std::uint32_t> lens_;  // sizes of the frames in memory, oldest first
   std::size_t mem_bytes_ = 0;
+  std::vector<std::string> spares_;  // emptied buffers kept for reuse
 
   int fd_ = -1;
   // The spill stream is records [u32 length][frame]; offsets count its bytes. The bytes

@@ -77,7 +77,9 @@ class EventsHandler final : public mgmt::Handler {
     auto sub = backend_.subscribe_events(
         [ex, pids = std::move(req.pids), types = std::move(req.types)](const mgmt::Event& e) {
           if (!allowed(pids, e.pid) || !allowed(types, e.type)) return;
-          ex->push(kEventsStream, encoded(e));
+          // Copied straight into the connection's queue: no string per subscriber.
+          const std::string_view payload(encoded(e));
+          ex->push_parts(kEventsStream, &payload, 1, 1);
         });
     ex->hold(std::shared_ptr<mgmt::Subscription>(std::move(sub)));
   }

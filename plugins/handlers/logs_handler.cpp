@@ -6,6 +6,9 @@
 // readable error (what Go clients print) and whose `err` extension carries it for ours.
 #include <cstdio>
 #include <ctime>
+#include <memory>
+#include <string>
+#include <string_view>
 
 #include "mgmt/handler_support.hpp"
 #include "mgmt/plugin.hpp"
@@ -13,6 +16,71 @@
 namespace {
 
 constexpr auto kLogsStream = mgmt::to_byte(mgmt::MsgType::LogsStream);
+
+// A LogsStream chunk frame of one follow, {id, s, d, eof: false}, encoded around the chunk
+// rather than through a copy of it: the payload is pushed as parts (prefix, bin header,
+// chunk, suffix) that the connection's queue copies once.
+class ChunkEncoder {
+ public:
+  ChunkEncoder(const std::string& id, std::uint8_t s) {
+    // Split an encoding with an empty `d` (bin 8 of length 0: c4 00) just before the
+    // bin header, then check a chunk spliced in encodes the same; else use the codec.
+    const std::string empty = mgmt::encode(mgmt::LogsStream{id, s, {}, false, {}});
+    static constexpr std::string_view kEmptyBin("\xc4\x00", 2);
+    static constexpr std::string_view kSuffix("\xa3\x65\x6f\x66\xc2", 5);  // "eof": false
+    if (empty.size() < kEmptyBin.size() + kSuffix.size() ||
+        std::string_view(empty).substr(empty.size() - kSuffix.size()) != kSuffix ||
+        std::string_view(empty).substr(empty.size() - kSuffix.size() - kEmptyBin.size(),
+                                       kEmptyBin.size()) != kEmptyBin) {
+      return;
+    }
+    prefix_ = empty.substr(0, empty.size() - kSuffix.size() - kEmptyBin.size());
+    suffix_ = std::string(kSuffix);
+    for (const std::size_t n : {0, 3, 300, 70000}) {
+      const std::string sample(n, 'x');
+      char head[5];
+      std::string spliced = prefix_;
+      spliced.append(head, bin_header(sample.size(), head));
+      spliced += sample;
+      spliced += suffix_;
+      if (spliced != mgmt::encode(mgmt::LogsStream{id, s, sample, false, {}})) return;
+    }
+    ok_ = true;
+  }
+
+  bool ok() const { return ok_; }
+
+  // Pushes the frame for `chunk`.
+  bool push(mgmt::Exchange& ex, std::uint8_t type, std::string_view chunk) const {
+    char head[5];
+    const std::string_view parts[] = {
+        prefix_, std::string_view(head, bin_header(chunk.size(), head)), chunk, suffix_};
+    return ex.push_parts(type, parts, 4, chunk.size());
+  }
+
+ private:
+  // MessagePack bin header for `n` bytes; returns its size.
+  static std::size_t bin_header(std::size_t n, char* out) {
+    if (n < 256) {
+      out[0] = static_cast<char>(0xc4);
+      out[1] = static_cast<char>(n);
+      return 2;
+    }
+    if (n < 65536) {
+      out[0] = static_cast<char>(0xc5);
+      out[1] = static_cast<char>(n >> 8);
+      out[2] = static_cast<char>(n);
+      return 3;
+    }
+    out[0] = static_cast<char>(0xc6);
+    for (int i = 0; i < 4; ++i) out[1 + i] = static_cast<char>(n >> (24 - 8 * i));
+    return 5;
+  }
+
+  std::string prefix_;
+  std::string suffix_;
+  bool ok_ = false;
+};
 
 std::string rfc3339(std::int64_t ns) {
   const std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
@@ -68,11 +136,17 @@ class LogsHandler final : public mgmt::Handler {
               false, {}});
         },
         kLogsStream);
-    auto on_chunk = [ex, id = req.id, s = req.s](std::string_view chunk) {
-      ex->push_units(kLogsStream,
-                     mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}}),
-                     chunk.size());
-    };
+    auto on_chunk =
+        [ex, id = req.id, s = req.s,
+         enc = std::make_shared<const ChunkEncoder>(req.id, req.s)](std::string_view chunk) {
+          if (enc->ok()) {
+            enc->push(*ex, kLogsStream, chunk);
+          } else {
+            ex->push_units(kLogsStream,
+                           mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}}),
+                           chunk.size());
+          }
+        };
     mgmt::FollowResult r = backend_.follow_logs(q, std::move(on_chunk));
     if (!r.err.empty()) {
       fail(*ex, req, r.err);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "mgmt/plugin.hpp"
 #include "mgmt/commands.hpp"
 #include "wait.hpp"
 
@@ -74,7 +75,7 @@ TEST_CASE("info describes the server, its configuration and its plugins", "[comm
   REQUIRE(decode(f->payload, info).empty());
   CHECK(info.err.empty());
   CHECK(info.version == MGMT_PROJECT_VERSION);
-  CHECK(info.abi == 1);
+  CHECK(info.abi == kAbiVersion);
   CHECK(info.pid == d.pid());
   CHECK(info.config == d.dir().file("mgmt.yaml"));
   CHECK(info.started_at > 0);
@@ -105,7 +106,7 @@ TEST_CASE("info describes the server, its configuration and its plugins", "[comm
   auto r = d.ctl({"info"});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  CHECK_THAT(r.out, Catch::StartsWith("Server:   mgmtd " MGMT_PROJECT_VERSION " (plugin ABI 1), pid " +
+  CHECK_THAT(r.out, Catch::StartsWith("Server:   mgmtd " MGMT_PROJECT_VERSION " (plugin ABI " + std::to_string(kAbiVersion) + "), pid " +
                                       std::to_string(d.pid()) + "\n"));
   CHECK_THAT(r.out, Catch::Contains("Config:   " + d.dir().file("mgmt.yaml") + "\n"));
   CHECK_THAT(r.out, Catch::Contains("  TYPE  KIND     NAME     VERSION  FILE\n"));
@@ -250,7 +251,7 @@ TEST_CASE("mgmtctl call sends any request as JSON and prints the answer as JSON"
   // The stock commands through call.
   r = d.ctl({"call", "0xAC", "{}"});
   REQUIRE(r.exit_code == 0);
-  CHECK(json::parse(r.out)["abi"] == 1);
+  CHECK(json::parse(r.out)["abi"] == kAbiVersion);
 
   // JSON that is not an object is a usage error.
   r = d.ctl({"call", "0xA2", "[1, 2]"});

@@ -216,3 +216,67 @@ TEST_CASE("rfc3339_utc formats unix nanos", "[spill_queue]") {
   CHECK(mgmt::rfc3339_utc(0) == "1970-01-01T00:00:00.000Z");
   CHECK(mgmt::rfc3339_utc(1700000000123456789) == "2023-11-14T22:13:20.123Z");
 }
+
+// The writer's side: frames pushed in parts come out packed back to back in whole buffers,
+// in order, memory first and then the spill file, exactly the frames that were accepted.
+TEST_CASE("SpillQueue push_parts and take_buffers keep order across memory and file",
+          "[spill_queue]") {
+  Dir d;
+  SpillQueue q(opts(d, 4000, 1 << 20));
+  std::string expected;
+  std::string got;
+  std::vector<std::string> out;
+  int i = 0;
+  auto push = [&](std::size_t size) {
+    const std::string f = frame(i++, size);
+    const std::string_view parts[] = {std::string_view(f).substr(0, 2),
+                                      std::string_view(f).substr(2)};
+    const auto added = q.push_parts(parts);
+    REQUIRE((added == SpillQueue::Added::memory || added == SpillQueue::Added::spilled));
+    expected += f;
+  };
+  for (int k = 0; k < 30; ++k) push(100);           // 3000 bytes in memory...
+  for (int k = 0; k < 30; ++k) push(100 + k * 10);  // ... then the file
+  CHECK(q.frames_spilled() > 0);
+  CHECK(q.memory_bytes() <= 4000);
+  // One buffer of at most 1000 bytes at a time (or one whole frame), interleaved with pushes.
+  while (!q.empty()) {
+    const std::size_t n = q.take_buffers(out, 1000, 1);
+    REQUIRE(n >= 1);
+    REQUIRE(out.size() == 1);
+    got += out[0];
+    q.recycle(out);
+    out.clear();
+    if (i < 200) push(50 + i);
+  }
+  CHECK(got == expected);
+  CHECK(q.memory_bytes() == 0);
+  CHECK(q.frames_dropped() == 0);
+  std::vector<std::string> spares;
+  q.release_spares(spares);  // the caller frees them
+}
+
+TEST_CASE("SpillQueue take_buffers takes at least one frame and respects its limits",
+          "[spill_queue]") {
+  Dir d;
+  SpillQueue q(opts(d, 1 << 20, 1 << 20));
+  const std::string big = frame(0, 100000);
+  CHECK(q.push(big) == SpillQueue::Added::memory);  // adopted as a buffer of its own
+  for (int i = 1; i <= 10; ++i) q.push(frame(i, 100));
+  std::vector<std::string> out;
+  CHECK(q.take_buffers(out, 10, 64) == 1);  // over max_bytes, but one frame always goes
+  REQUIRE(out.size() == 1);
+  CHECK(out[0] == big);
+  out.clear();
+  CHECK(q.take_buffers(out, 1 << 20, 64) == 10);
+  REQUIRE(out.size() == 1);  // the small frames share one buffer
+  CHECK(out[0].size() == 1000);
+  CHECK(number(out[0]) == 1);
+  CHECK(q.empty());
+  // take() still splits a shared buffer frame by frame.
+  for (int i = 11; i < 14; ++i) q.push(frame(i, 100));
+  std::vector<std::string> frames;
+  CHECK(q.take(frames, 1 << 20, 64) == 3);
+  REQUIRE(frames.size() == 3);
+  for (int k = 0; k < 3; ++k) CHECK(frames[k] == frame(11 + k, 100));
+}

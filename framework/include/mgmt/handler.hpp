@@ -1,11 +1,13 @@
 // The handler contract: one request in; one reply, or a stream of frames, out.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace mgmt {
 
@@ -52,6 +54,20 @@ class Exchange {
   // Peer credentials of the connection (from SO_PEERCRED); -1 when unknown.
   virtual std::int64_t peer_pid() const = 0;
   virtual std::int64_t peer_uid() const = 0;
+
+  // push_units() of a payload given as `count` parts laid end to end (an encoding shared
+  // by many streams; a prefix, a log chunk and a suffix): the server copies them straight
+  // into the connection's queue, without a string per frame. The parts need only live for
+  // the call. (This default builds the string; the server's exchanges do better.)
+  virtual bool push_parts(std::uint8_t type, const std::string_view* parts, std::size_t count,
+                          std::uint64_t units) {
+    std::size_t size = 0;
+    for (std::size_t i = 0; i < count; ++i) size += parts[i].size();
+    std::string payload;
+    payload.reserve(size);
+    for (std::size_t i = 0; i < count; ++i) payload.append(parts[i]);
+    return push_units(type, std::move(payload), units);
+  }
 };
 
 class Handler {

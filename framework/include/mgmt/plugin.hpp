@@ -1,6 +1,6 @@
 // The plugin contract: how a shared object tells mgmtd what it is and how to create it.
 //
-// Plugin ABI (kAbiVersion below, currently 1)
+// Plugin ABI (kAbiVersion below, currently 2)
 // -------------------------------------------
 // mgmtd and its plugins share C++ types across the shared-object boundary: the classes
 // Backend, Handler and Exchange (their virtual tables), and the structs PluginInfo,
@@ -10,7 +10,7 @@
 // struct only the server creates (PluginEnv, ServerInfo), a virtual function added,
 // reordered or removed, a changed signature. A server refuses a plugin built for another
 // number ("was built for plugin ABI N, this mgmtd loads ABI M"). New free functions and
-// new headers do not bump it. Both sides must also use the same C++ standard library
+// new headers do not bump it. (2: Backend::list_version and Exchange::push_parts.) Both sides must also use the same C++ standard library
 // (libstdc++ on Debian): std::string, std::vector, std::function and std::shared_ptr cross
 // the boundary.
 //
@@ -63,7 +63,7 @@ namespace mgmt {
 
 // The plugin ABI this header describes (see the top of this file for what bumps it).
 // CMake reads this line to set MGMT_ABI_VERSION: keep it on one line.
-inline constexpr std::uint32_t kAbiVersion = 1;
+inline constexpr std::uint32_t kAbiVersion = 2;
 
 enum class PluginKind : std::uint32_t { handler = 1, backend = 2, command = 3 };
 
