@@ -127,6 +127,18 @@ TEST_CASE("a SIGKILLed mgmtd leaves nothing running once it is started again",
   const auto [leader1, grandchild1] = record(0);
   REQUIRE(pid_alive(leader1));
   REQUIRE(pid_alive(grandchild1));
+  // The child can run (and write its pids) before the backend has recorded its group; a
+  // SIGKILL in between is the one window no state file covers. Kill after the record.
+  auto recorded = [&](pid_t pgid) {
+    for (const auto& f : std::filesystem::directory_iterator(shared.file("state"))) {
+      std::istringstream words(read_file(f.path().string()));
+      for (std::string w; words >> w;) {
+        if (w == std::to_string(pgid)) return true;
+      }
+    }
+    return false;
+  };
+  REQUIRE(wait_until([&] { return recorded(leader1); }));
 
   REQUIRE(::kill(first.pid(), SIGKILL) == 0);
   // The direct child dies with mgmtd (parent-death signal).
