@@ -7,8 +7,6 @@
 // `reliability.backpressure_stall` event saying how many events were dropped since when.
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <ctime>
 
 #include "mgmt/handler_support.hpp"
 #include "mgmt/plugin.hpp"
@@ -26,17 +24,6 @@ std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string rfc3339(std::int64_t ns) {
-  const std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>((ns % 1000000000) / 1000000));
-  return buf;
 }
 
 // The payload of an event, encoded once per publish for all the subscribers it goes to:
@@ -70,7 +57,7 @@ class EventsHandler final : public mgmt::Handler {
         [](std::uint64_t dropped, std::int64_t since_ns) {
           return mgmt::encode(mgmt::EventsStream{
               "", kStallType, now_ns(),
-              "dropped " + std::to_string(dropped) + " events since " + rfc3339(since_ns) +
+              "dropped " + std::to_string(dropped) + " events since " + mgmt::rfc3339(since_ns) +
                   " (spill quota exceeded)"});
         },
         kEventsStream);

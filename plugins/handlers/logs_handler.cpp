@@ -4,8 +4,6 @@
 //                 client goes away. The connection takes no more requests.
 // Errors (unknown id, a stream above 1) come as one frame with eof true whose `d` is the
 // readable error (what Go clients print) and whose `err` extension carries it for ours.
-#include <cstdio>
-#include <ctime>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -82,17 +80,6 @@ class ChunkEncoder {
   bool ok_ = false;
 };
 
-std::string rfc3339(std::int64_t ns) {
-  const std::time_t secs = static_cast<std::time_t>(ns / 1000000000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>((ns % 1000000000) / 1000000));
-  return buf;
-}
-
 class LogsHandler final : public mgmt::Handler {
  public:
   explicit LogsHandler(const mgmt::PluginEnv& env) : backend_(*env.backend) {}
@@ -132,7 +119,7 @@ class LogsHandler final : public mgmt::Handler {
           return mgmt::encode(mgmt::LogsStream{
               id, s,
               "\n[mgmtd: dropped " + std::to_string(dropped) + " bytes of log since " +
-                  rfc3339(since_ns) + " (spill quota exceeded)]\n",
+                  mgmt::rfc3339(since_ns) + " (spill quota exceeded)]\n",
               false, {}});
         },
         kLogsStream);

@@ -63,14 +63,8 @@ void Runtime::load() {
   dispatcher_ = std::make_shared<Dispatcher>();
   for (const auto& [type, ref] : cfg_.handlers) {
     const auto hh = loader.load(ref, is_command(type) ? PluginKind::command : PluginKind::handler);
-    PluginEnv env;
-    env.backend = backend_.get();
-    env.config = ref.config;
-    env.config_file = cfg_.file;
-    env.log = log_->clone(hh.info->name);
-    env.server = info_.get();
     info_->plugins.push_back({type, hh.info->name, hh.info->kind, hh.version.str(), hh.path});
-    dispatcher_->set(type, loader.make_handler(hh, ref, env),
+    dispatcher_->set(type, loader.make_handler(hh, ref, handler_env(ref, cfg_.file, hh)),
                      ref.right.value_or(default_right(type)));
     slot_keys_[type] = slot_key(hh.path, ref);
     summary_.push_back(describe(type_hex(type), hh));
@@ -81,6 +75,18 @@ void Runtime::load() {
 // Every plugin has been built from its `config:` block and the slot keys hold what a reload
 // compares, so the kept configuration needs no YAML nodes. Any node keeps the memory of its
 // whole document alive (about 5 KiB per process entry), hence they go.
+// What a handler or command plugin is created with.
+PluginEnv Runtime::handler_env(const PluginRef& ref, const std::string& file,
+                               const PluginHandle& h) const {
+  PluginEnv env;
+  env.backend = backend_.get();
+  env.config = ref.config;
+  env.config_file = file;
+  env.log = log_->clone(h.info->name);
+  env.server = info_.get();
+  return env;
+}
+
 void Runtime::drop_plugin_configs(ServerConfig& cfg) {
   // reset() rebinds; assigning an empty Node would rewrite the node in place instead.
   cfg.backend.config.reset();
@@ -139,13 +145,8 @@ std::string Runtime::reload() {
         dispatcher->set(type, dispatcher_->handler(type), right);
         ++kept;
       } else {
-        PluginEnv env;
-        env.backend = backend_.get();
-        env.config = ref.config;
-        env.config_file = next.file;
-        env.log = log_->clone(hh.info->name);
-        env.server = info_.get();
-        dispatcher->set(type, loader.make_handler(hh, ref, env), right);
+        dispatcher->set(type, loader.make_handler(hh, ref, handler_env(ref, next.file, hh)),
+                        right);
         ++replaced;
       }
       keys[type] = key;

@@ -11,6 +11,7 @@
 #include "mgmt/plugin.hpp"
 #include "mgmt/server/config.hpp"
 #include "mgmt/server/dispatcher.hpp"
+#include "mgmt/server/plugin_loader.hpp"
 #include "mgmt/server/server.hpp"
 
 namespace spdlog {
@@ -54,6 +55,8 @@ class Runtime {
 
  private:
   static void drop_plugin_configs(ServerConfig& cfg);
+  PluginEnv handler_env(const PluginRef& ref, const std::string& file,
+                        const PluginHandle& h) const;
   // Identity of a handler slot: when it is equal, the existing handler is kept.
   static std::string slot_key(const std::string& path, const PluginRef& ref);
 
