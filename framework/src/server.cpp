@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "mgmt/client.hpp"
+#include "mgmt/log.hpp"
 #include "session.hpp"
 
 namespace fs = std::filesystem;
@@ -48,14 +49,14 @@ void write_hint_file(const std::string& runtime_dir, spdlog::logger& log) {
     std::ofstream out(tmp, std::ios::trunc);
     out << runtime_dir << "\n";
     if (!out) {
-      log.warn("cannot write the runtime-dir hint {}: clients will need --runtime-dir",
-               hint.string());
+      mgmt::log::warn(log, "cannot write the runtime-dir hint {}: clients will need --runtime-dir",
+                      hint.string());
       return;
     }
   }
   fs::rename(tmp, hint, ec);
   if (ec) {
-    log.warn("cannot write the runtime-dir hint {}: {}", hint.string(), ec.message());
+    mgmt::log::warn(log, "cannot write the runtime-dir hint {}: {}", hint.string(), ec.message());
     fs::remove(tmp, ec);
   }
 }
@@ -89,7 +90,8 @@ void remove_stale_spill_files(const std::string& dir, spdlog::logger& log) {
       continue;  // another live server's
     }
     std::error_code rm;
-    if (fs::remove(it->path(), rm)) log.info("removed stale spill file {}", it->path().string());
+    if (fs::remove(it->path(), rm))
+      mgmt::log::info(log, "removed stale spill file {}", it->path().string());
   }
 }
 
@@ -170,8 +172,8 @@ void Server::listen() {
     ::chmod(dir.c_str(), dir_mode);
     if (m.opts.access.socket_group && ::chown(dir.c_str(), static_cast<uid_t>(-1),
                                               *m.opts.access.socket_group) != 0) {
-      m.log->warn("cannot give {} to group {}: {}", dir.string(), *m.opts.access.socket_group,
-                  std::strerror(errno));
+      mgmt::log::warn(*m.log, "cannot give {} to group {}: {}", dir.string(),
+                      *m.opts.access.socket_group, std::strerror(errno));
     }
   }
 
@@ -185,7 +187,7 @@ void Server::listen() {
       throw std::runtime_error("another server is already listening on " + path +
                                ": stop it first, or give this one another server.socket");
     }
-    m.log->info("removing stale socket {}", path);
+    mgmt::log::info(*m.log, "removing stale socket {}", path);
     ::unlink(path.c_str());
   }
 
@@ -211,7 +213,7 @@ void Server::listen() {
   m.listening = true;
   remove_stale_spill_files(m.host.streams.spill_dir, *m.log);
   if (m.opts.write_hint) write_hint_file(dir.string(), *m.log);
-  m.log->info("listening on {}", path);
+  mgmt::log::info(*m.log, "listening on {}", path);
 }
 
 void Server::Impl::accept() {
@@ -219,7 +221,7 @@ void Server::Impl::accept() {
                                asio::local::stream_protocol::socket sock) {
     if (ec) {
       if (ec == asio::error::operation_aborted || shutting_down) return;
-      log->warn("accept failed: {}", ec.message());
+      mgmt::log::warn(*log, "accept failed: {}", ec.message());
       if (ec == asio::error::no_descriptors) {
         // Out of file descriptors: back off briefly instead of spinning.
         drain_timer.expires_after(std::chrono::milliseconds(100));
@@ -230,8 +232,8 @@ void Server::Impl::accept() {
       return;
     }
     if (sessions.size() >= opts.limits.max_connections) {
-      log->warn("refusing a connection: {} connections open (limits.max_connections)",
-                sessions.size());
+      mgmt::log::warn(*log, "refusing a connection: {} connections open (limits.max_connections)",
+                      sessions.size());
       stats.connection_refused();
       boost::system::error_code ignored;
       sock.close(ignored);
@@ -249,10 +251,11 @@ void Server::Impl::wait_signal() {
     if (ec) return;
     if (sig == SIGHUP) {
       if (reload) {
-        log->info("SIGHUP: reloading the configuration");
+        mgmt::log::info(*log, "SIGHUP: reloading the configuration");
         reload();
       } else {
-        log->warn("SIGHUP: configuration reload is not supported here; restart to apply changes");
+        mgmt::log::warn(
+            *log, "SIGHUP: configuration reload is not supported here; restart to apply changes");
       }
     } else {
       begin_shutdown(sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -263,11 +266,11 @@ void Server::Impl::wait_signal() {
 
 void Server::Impl::begin_shutdown(const char* why) {
   if (shutting_down) {
-    log->info("{}: already shutting down", why);
+    mgmt::log::info(*log, "{}: already shutting down", why);
     return;
   }
   shutting_down = true;
-  log->info("{}: shutting down", why);
+  mgmt::log::info(*log, "{}: shutting down", why);
   boost::system::error_code ignored;
   acceptor.close(ignored);
   if (listening) {
@@ -299,7 +302,8 @@ void Server::Impl::finish_shutdown() {
     for (auto& [p, w] : sessions) {
       if (auto s = w.lock()) left.push_back(std::move(s));
     }
-    if (!left.empty()) log->warn("closing {} clients that did not drain in time", left.size());
+    if (!left.empty())
+      mgmt::log::warn(*log, "closing {} clients that did not drain in time", left.size());
     for (auto& s : left) s->close("drain timeout");
   });
   signals.cancel();
@@ -322,7 +326,7 @@ void Server::run() {
     }
   };
   m.io.run();
-  m.log->info("stopped");
+  mgmt::log::info(*m.log, "stopped");
 }
 
 const ServerStats& Server::stats() const { return impl_->stats; }

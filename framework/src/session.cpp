@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "mgmt/log.hpp"
 #include "mgmt/messages.hpp"
 #include "mgmt/wire.hpp"
 
@@ -160,7 +161,7 @@ Session::~Session() = default;
 
 void Session::start() {
   host_.stats.connection_opened();
-  host_.log->debug("conn {}: opened by pid {} uid {}", id_, peer_pid_, peer_uid_);
+  mgmt::log::debug(*host_.log, "conn {}: opened by pid {} uid {}", id_, peer_pid_, peer_uid_);
   next_request();
 }
 
@@ -180,7 +181,8 @@ void Session::next_request() {
                                        header_);
   if (err != HeaderError::none) {
     // Nothing after a bad header can be trusted to be a frame boundary.
-    host_.log->warn("conn {} (pid {}): {}; closing the connection", id_, peer_pid_, describe(err));
+    mgmt::log::warn(*host_.log, "conn {} (pid {}): {}; closing the connection", id_, peer_pid_,
+                    describe(err));
     host_.stats.bad_frame();
     close("bad header");
     return;
@@ -294,8 +296,8 @@ void Session::wait_timer() {
       self->wait_timer();
       return;
     }
-    self->host_.log->info("conn {} (pid {}): {}; closing the connection", self->id_,
-                          self->peer_pid_, self->timer_why_);
+    mgmt::log::info(*self->host_.log, "conn {} (pid {}): {}; closing the connection", self->id_,
+                    self->peer_pid_, self->timer_why_);
     self->close(self->timer_why_);
   });
 }
@@ -321,7 +323,7 @@ void Session::dispatch() {
   }
   if ((rights_ & bit(route.right)) == 0) {
     host_.stats.denied();
-    host_.log->warn("conn {}: denied {} to uid {} pid {}: lacks the {} right", id_,
+    mgmt::log::warn(*host_.log, "conn {}: denied {} to uid {} pid {}: lacks the {} right", id_,
                     type_hex(type), peer_uid_, peer_pid_, right_name(route.right));
     answer_now(error_reply(std::string("permission denied: uid ") + std::to_string(peer_uid_) +
                            " lacks the " + right_name(route.right) + " right needed for " +
@@ -334,11 +336,12 @@ void Session::dispatch() {
   try {
     h->handle(ex);
   } catch (const std::exception& e) {
-    host_.log->error("conn {}: handler for {} failed: {}", id_, type_hex(type), e.what());
+    mgmt::log::error(*host_.log, "conn {}: handler for {} failed: {}", id_, type_hex(type),
+                     e.what());
     ex->reply(to_byte(MsgType::StatusResponse),
               error_reply("internal error in the handler for " + type_hex(type) + ": " + e.what()));
   } catch (...) {
-    host_.log->error("conn {}: handler for {} failed with an unknown exception", id_,
+    mgmt::log::error(*host_.log, "conn {}: handler for {} failed with an unknown exception", id_,
                      type_hex(type));
     ex->reply(to_byte(MsgType::StatusResponse),
               error_reply("internal error in the handler for " + type_hex(type)));
@@ -406,20 +409,24 @@ void Session::account_locked(SpillQueue::Added added) {
       host_.stats.frames_dropped();
       if (!dropping_logged_) {
         dropping_logged_ = true;
-        host_.log->warn("conn {} (pid {}): stream reader is {} bytes behind, past its spill "
+        mgmt::log::warn(*host_.log,
+                        "conn {} (pid {}): stream reader is {} bytes behind, past its spill "
                         "quota (streams.spill_quota {}); dropping frames until it catches up",
                         id_, peer_pid_, q_.backlog_bytes(), host_.streams.spill_quota);
-        if (!q_.file_error().empty()) host_.log->warn("conn {}: {}", id_, q_.file_error());
+        if (!q_.file_error().empty())
+          mgmt::log::warn(*host_.log, "conn {}: {}", id_, q_.file_error());
       }
       break;
     case SpillQueue::Added::disconnect:
       host_.stats.frames_dropped();
       host_.stats.slow_reader_dropped();
       disconnect_ = true;
-      host_.log->warn("conn {} (pid {}): stream reader is {} bytes behind, past its spill "
+      mgmt::log::warn(*host_.log,
+                      "conn {} (pid {}): stream reader is {} bytes behind, past its spill "
                       "quota (streams.spill_quota {}); disconnecting it after the stall notice",
                       id_, peer_pid_, q_.backlog_bytes(), host_.streams.spill_quota);
-      if (!q_.file_error().empty()) host_.log->warn("conn {}: {}", id_, q_.file_error());
+      if (!q_.file_error().empty())
+        mgmt::log::warn(*host_.log, "conn {}: {}", id_, q_.file_error());
       break;
     default:
       break;
@@ -428,8 +435,8 @@ void Session::account_locked(SpillQueue::Added added) {
     stalls_seen_ = q_.stalls();
     dropping_logged_ = false;
     host_.stats.stall();
-    host_.log->info("conn {} (pid {}): stream reader caught up; stall notice queued", id_,
-                    peer_pid_);
+    mgmt::log::info(*host_.log, "conn {} (pid {}): stream reader caught up; stall notice queued",
+                    id_, peer_pid_);
   }
 }
 
@@ -541,7 +548,7 @@ void Session::close(const char* why) {
   mode_ = Mode::closed;
   closed_flag_->store(true);
   host_.stats.connection_closed();
-  host_.log->debug("conn {}: closed ({})", id_, why);
+  mgmt::log::debug(*host_.log, "conn {}: closed ({})", id_, why);
   cancel_timer();
   timer_.cancel();  // releases the pending wait (and its reference to this session) now
   boost::system::error_code ignored;

@@ -2,6 +2,7 @@
 #include <utility>  // Boost 1.74's Asio needs std::exchange declared first under C++20.
 
 #include "metrics_http.hpp"
+#include "mgmt/log.hpp"
 
 #include <charconv>
 #include <chrono>
@@ -160,7 +161,8 @@ void HttpServer::Impl::try_listen() {
     boost::system::error_code ignored;
     acceptor.close(ignored);
     if (!warned) {
-      log->warn("cannot serve metrics on {}: {}; retrying every second", wanted, ec.message());
+      mgmt::log::warn(*log, "cannot serve metrics on {}: {}; retrying every second", wanted,
+                      ec.message());
       warned = true;
     }
     retry.expires_after(1s);
@@ -174,7 +176,7 @@ void HttpServer::Impl::try_listen() {
     std::lock_guard lock(mu);
     bound = text;
   }
-  log->info("serving metrics on http://{}/metrics", text);
+  mgmt::log::info(*log, "serving metrics on http://{}/metrics", text);
   accept();
 }
 
@@ -182,7 +184,7 @@ void HttpServer::Impl::accept() {
   acceptor.async_accept([this](boost::system::error_code ec, tcp::socket s) {
     if (ec == net::error::operation_aborted) return;
     if (ec) {  // e.g. out of descriptors: try again shortly rather than spin
-      log->debug("metrics: accept: {}", ec.message());
+      mgmt::log::debug(*log, "metrics: accept: {}", ec.message());
       retry.expires_after(100ms);
       retry.async_wait([this](boost::system::error_code e) {
         if (!e) accept();
@@ -254,7 +256,7 @@ HttpServer::HttpServer(ListenAddress addr, Render render, Gate gate,
     try {
       m->ioc.run();
     } catch (const std::exception& e) {
-      m->log->error("metrics: the HTTP server stopped: {}", e.what());
+      mgmt::log::error(*m->log, "metrics: the HTTP server stopped: {}", e.what());
     }
   });
 }

@@ -366,6 +366,10 @@ TEST_CASE("events reach subscribers, filtered by process and type", "[protocol][
 TEST_CASE("a slow stop does not hold up other clients", "[protocol]") {
   Mgmtd d(kBackend);
   wait_state(d.socket(), "stubborn", state::running);
+  // Running is forked, not yet ignoring SIGTERM: the shell says "ready" once it does.
+  REQUIRE(wait_until([&] {
+    return d.ctl({"logs", "stubborn"}).out.find("ready") != std::string::npos;
+  }));
   RawConn stopper(d.socket());
   stopper.send(to_byte(MsgType::StopRequest), encode(IdRequest{"stubborn"}));
   // While the stop waits out its 2 s timeout, another client is answered; the answer

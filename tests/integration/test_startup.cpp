@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 
@@ -81,11 +82,56 @@ TEST_CASE("configuration errors name the file, line and column", "[startup]") {
     CHECK(r.exit_code == 2);
     CHECK_THAT(r.err, Catch::Contains(file + ":7:") && Catch::Contains("sometimes"));
   }
+  SECTION("a switch that is not a boolean") {
+    const auto r = check_config(dir, "server:\n  release_code_pages: maybe\n" + kProcessBackend);
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.err,
+               Catch::Contains(at(file, 2, 23)) && Catch::Contains("server.release_code_pages"));
+  }
   SECTION("missing file") {
     const auto r = run({MGMTD_BIN, "--check", "-c", dir.file("absent.yaml")});
     CHECK(r.exit_code == 2);
     CHECK_THAT(r.err, Catch::Contains("absent.yaml") && Catch::Contains("No such file"));
   }
+}
+
+TEST_CASE("mgmtd releases its start-up code pages once ready and after each reload",
+          "[startup][memory]") {
+  Mgmtd d(kProcessBackend);
+  const auto count_of = [&](const std::string& what) {
+    const std::string log = d.log();
+    std::size_t n = 0;
+    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  const std::string kReleased = "released code pages of ";
+  const auto released = [&] {
+    const std::string log = d.log();
+    for (auto at = log.find(kReleased); at != std::string::npos; at = log.find(kReleased, at + 1)) {
+      CHECK(std::stoul(log.substr(at + kReleased.size())) > 0);  // mappings advised
+    }
+    return count_of(kReleased);
+  };
+  REQUIRE(wait_until([&] { return released() == 1; }));
+  // It serves on: whatever it needs comes back.
+  const auto list = d.ctl({"list"});
+  CHECK(list.exit_code == 0);
+  CHECK_THAT(list.out, Catch::Contains("web"));
+
+  REQUIRE(::kill(d.pid(), SIGHUP) == 0);
+  REQUIRE(wait_until([&] { return count_of("reloaded ") == 1 && released() == 2; }));
+
+  // Switched off by the reloaded file: the reload that reads it releases nothing.
+  const std::string marker = "  write_hint: false\n";
+  std::string cfg = read_file(d.dir().file("mgmt.yaml"));
+  REQUIRE(cfg.find(marker) != std::string::npos);
+  cfg.insert(cfg.find(marker) + marker.size(), "  release_code_pages: false\n");
+  d.dir().write("mgmt.yaml", cfg);
+  REQUIRE(::kill(d.pid(), SIGHUP) == 0);
+  REQUIRE(wait_until([&] { return count_of("reloaded ") == 2; }));
+  // The reload ran on the I/O thread, which answers this only after it.
+  CHECK(d.ctl({"status", "web"}).exit_code == 0);
+  CHECK(released() == 2);
 }
 
 TEST_CASE("broken plugins are refused with the file and the reason", "[startup][plugins]") {

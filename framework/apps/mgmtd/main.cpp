@@ -6,12 +6,12 @@
 #include <filesystem>
 #include <iostream>
 
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "logging.hpp"  // [sidecar] --log-format
+#include "mgmt/log.hpp"
 #include "mgmt/plugin.hpp"
 #include "mgmt/server/server.hpp"
-#include "logging.hpp"     // [sidecar] --log-format
 #include "options.hpp"
 #include "ready_file.hpp"  // [sidecar] --ready-file
 #include "runtime.hpp"
@@ -90,11 +90,12 @@ int main(int argc, char** argv) {
       server.listen();
       runtime.backend().start_all();
       ready.mark(cfg.socket_path);  // [sidecar] --ready-file: listening, processes started
-      log->info("mgmtd {} ready ({} plugins loaded, pid {})", MGMTD_VERSION,
-                runtime.summary().size(), ::getpid());
+      mgmt::log::info(*log, "mgmtd {} ready ({} plugins loaded, pid {})", MGMTD_VERSION,
+                      runtime.summary().size(), ::getpid());
+      runtime.release_code_pages();  // start-up is over
       server.run();
     } catch (const std::exception& e) {
-      log->error("{}", e.what());
+      mgmt::log::error(*log, "{}", e.what());
       rc = 1;
     }
   }

@@ -21,18 +21,19 @@ std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool del
   if (bytes.size() >= capacity_) {
     dropped = size_ + (bytes.size() - capacity_);
     drop_front(dropped);
-    chunks_.clear();
+    if (chunks_) chunks_->clear();
     size_ = 0;
     bytes = bytes.substr(bytes.size() - capacity_);
   }
+  if (!chunks_) chunks_.emplace();
   while (size_ + bytes.size() > capacity_) {
-    const std::size_t n = chunks_.front().bytes.size();
+    const std::size_t n = chunks_->front().bytes.size();
     dropped += n;
     drop_front(n);
     size_ -= n;
-    chunks_.pop_front();
+    chunks_->pop_front();
   }
-  chunks_.push_back(Chunk{ts_ns, std::string(bytes)});
+  chunks_->push_back(Chunk{ts_ns, std::string(bytes)});
   size_ += bytes.size();
   return dropped;
 }
@@ -40,8 +41,8 @@ std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool del
 std::size_t LogRing::set_capacity(std::size_t capacity) {
   capacity_ = std::max<std::size_t>(capacity, 1);
   std::size_t dropped = 0;
-  while (size_ > capacity_) {
-    Chunk& front = chunks_.front();
+  while (size_ > capacity_) {  // size_ > 0: chunks_ exists
+    Chunk& front = chunks_->front();
     const std::size_t excess = size_ - capacity_;
     if (front.bytes.size() > excess) {  // keep the tail of the oldest chunk
       front.bytes.erase(0, excess);
@@ -54,7 +55,7 @@ std::size_t LogRing::set_capacity(std::size_t capacity) {
     drop_front(n);
     size_ -= n;
     dropped += n;
-    chunks_.pop_front();
+    chunks_->pop_front();
   }
   return dropped;
 }
@@ -62,7 +63,8 @@ std::size_t LogRing::set_capacity(std::size_t capacity) {
 std::string LogRing::query(std::int64_t since_ns, std::int64_t last_lines_n) const {
   // Filtered chunk by chunk rather than by a cut point: the wall clock may step back.
   std::string out;
-  for (const Chunk& c : chunks_) {
+  if (!chunks_) return out;
+  for (const Chunk& c : *chunks_) {
     if (c.ts_ns >= since_ns) out += c.bytes;
   }
   if (last_lines_n > 0) {

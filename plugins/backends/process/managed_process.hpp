@@ -5,6 +5,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,7 +55,8 @@ struct ManagedProcess {
   // reaped and no waiter is left.
   bool retired = false;
   // Changed while it had a child: the spec to take once that child is reaped.
-  std::optional<ProcessSpec> next_spec;
+  // (A pointer: most processes never have one, and a spec is a few hundred bytes.)
+  std::unique_ptr<ProcessSpec> next_spec;
   // Changed while running or starting: start it again (with next_spec) once it has stopped.
   bool restart_after_stop = false;
 

@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "group_rss.hpp"
+#include "mgmt/log.hpp"
 #include "proc_stat.hpp"
 
 extern char** environ;
@@ -112,7 +113,8 @@ ProcessBackend::ProcessBackend(BackendConfig config, std::shared_ptr<spdlog::log
       subreaper_wanted_(config.subreaper),
       state_dir_(config.state_dir.empty() ? default_state_dir() : config.state_dir),
       registry_(state_dir_),
-      read_buf_(kReadChunk) {
+      // Not zero-filled: only the pages that reads reach become resident.
+      read_buf_(std::make_unique_for_overwrite<char[]>(kReadChunk)) {
   wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_fd_) throw std::system_error(errno, std::system_category(), "eventfd");
   const auto order = start_order(config.processes);
@@ -395,8 +397,8 @@ void ProcessBackend::signal(std::string_view id, int signo, bool group, OpDone d
                 std::system_category().message(errno);
       }
       if (log_) {
-        log_->info("process {}: {} to {} {}", p->spec.id, signal_name(signo),
-                   group ? "process group" : "pid", pid);
+        mgmt::log::info(*log_, "process {}: {} to {} {}", p->spec.id, signal_name(signo),
+                        group ? "process group" : "pid", pid);
       }
       r.entry = p->entry();
     }
@@ -486,8 +488,8 @@ std::string ProcessBackend::reconfigure(const YAML::Node& config, const std::str
       if (std::find(to_start.begin(), to_start.end(), p) != to_start.end()) manual_start(*p);
     }
     if (log_) {
-      log_->info("process backend reconfigured: {} process{}", in_file_order.size(),
-                 in_file_order.size() == 1 ? "" : "es");
+      mgmt::log::info(*log_, "process backend reconfigured: {} process{}", in_file_order.size(),
+                      in_file_order.size() == 1 ? "" : "es");
     }
   }
   wake();
@@ -528,7 +530,7 @@ void ProcessBackend::relink() {
 
 void ProcessBackend::change(ManagedProcess& p, ProcessSpec spec,
                             std::vector<ManagedProcess*>& to_start) {
-  if (log_) log_->info("process {}: configuration changed", p.spec.id);
+  if (log_) mgmt::log::info(*log_, "process {}: configuration changed", p.spec.id);
   p.restarts = 0;
   p.consecutive = 0;
   changed();
@@ -541,7 +543,7 @@ void ProcessBackend::change(ManagedProcess& p, ProcessSpec spec,
   }
   // The child runs the old spec: it is stopped (with the old stop_timeout) and the new
   // spec is taken once it is reaped.
-  p.next_spec = std::move(spec);
+  p.next_spec = std::make_unique<ProcessSpec>(std::move(spec));
   if (!p.exec_failed && (p.state == state::running || p.state == state::starting)) {
     begin_stop(p);
     p.restart_after_stop = true;
@@ -550,7 +552,7 @@ void ProcessBackend::change(ManagedProcess& p, ProcessSpec spec,
 }
 
 void ProcessBackend::retire(ManagedProcess& p, Completions& done) {
-  if (log_) log_->info("process {}: removed from the configuration", p.spec.id);
+  if (log_) mgmt::log::info(*log_, "process {}: removed from the configuration", p.spec.id);
   p.retired = true;
   changed();
   p.next_spec.reset();
@@ -776,20 +778,22 @@ void ProcessBackend::activate(std::unique_lock<std::mutex>& lock) {
   lock.lock();
   if (registry_.usable()) state_file_ = registry_.file();
   if (!log_) return;
-  for (const auto& note : notes) log_->warn("{}", note);
+  for (const auto& note : notes) mgmt::log::warn(*log_, "{}", note);
   if (!err.empty()) {
-    log_->error("{}: process groups are not recorded, so children's children outlive a "
-                "SIGKILLed mgmtd",
-                err);
+    mgmt::log::error(*log_,
+                     "{}: process groups are not recorded, so children's children outlive a "
+                     "SIGKILLed mgmtd",
+                     err);
   }
   if (!subreaper_error.empty()) {
-    log_->warn("cannot become child subreaper ({}): orphans go to init", subreaper_error);
+    mgmt::log::warn(*log_, "cannot become child subreaper ({}): orphans go to init",
+                    subreaper_error);
   }
-  log_->debug("{}; state file {}",
-              pid1 ? "running as PID 1: reaping every orphan"
+  mgmt::log::debug(*log_, "{}; state file {}",
+                   pid1             ? "running as PID 1: reaping every orphan"
                    : set_subreaper_ ? "child subreaper: reaping orphaned descendants"
                                     : "not reaping orphans",
-              registry_.usable() ? registry_.file() : std::string("(none)"));
+                   registry_.usable() ? registry_.file() : std::string("(none)"));
 }
 
 void ProcessBackend::start_ready(Completions& done) {
@@ -844,14 +848,14 @@ void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   if (p.spec.resources.max_rss > 0) p.sample_at = p.run_started + p.spec.resources.sample_interval;
   changed();  // a pid and a start time
   save_groups();
-  if (log_) log_->debug("process {}: spawned pid {}", p.spec.id, p.child->pid());
+  if (log_) mgmt::log::debug(*log_, "process {}: spawned pid {}", p.spec.id, p.child->pid());
 }
 
 void ProcessBackend::fail_start(ManagedProcess& p, const std::string& err, Completions& done) {
   p.last_error = err;
   p.state = state::failed;
   emit(&p, event::failed, err);
-  if (log_) log_->error("process {}: {}", p.spec.id, err);
+  if (log_) mgmt::log::error(*log_, "process {}: {}", p.spec.id, err);
   finish_waiters(p.start_waiters, err, p, done);
 }
 
@@ -877,14 +881,14 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
   // is left and close.
   const int reads = drain ? kReadsAtExit : kReadsPerWakeup;
   for (int i = 0; i < reads; ++i) {
-    const ssize_t n = ::read(c.stream_fd(stream), read_buf_.data(), read_buf_.size());
+    const ssize_t n = ::read(c.stream_fd(stream), read_buf_.get(), kReadChunk);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN && !drain) return;
     if (n <= 0) {  // EOF, an error, or nothing left after the exit
       c.close_stream(stream);
       return;
     }
-    const std::string_view chunk(read_buf_.data(), static_cast<std::size_t>(n));
+    const std::string_view chunk(read_buf_.get(), static_cast<std::size_t>(n));
     // Followers get every chunk whole: with one listening, nothing is lost unread.
     p.logs[s].append(unix_nanos(), chunk, p.followers[s].has_subscribers());
     if (p.files[s]) {
@@ -893,7 +897,7 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
         p.file_error_reported[s] = true;  // once per run, not once per chunk
         p.last_error = "log file: " + err;
         changed();
-        if (log_) log_->error("process {}: {}", p.spec.id, p.last_error);
+        if (log_) mgmt::log::error(*log_, "process {}: {}", p.spec.id, p.last_error);
       }
     }
     p.followers[s].publish(chunk);
@@ -941,7 +945,7 @@ void ProcessBackend::erase_retired(Completions& done) {
     finish_waiters(p.start_waiters, "process " + p.spec.id + " was removed from the configuration",
                    p, done);
     finish_waiters(p.stop_waiters, "", p, done);
-    if (log_) log_->debug("process {}: record removed", p.spec.id);
+    if (log_) mgmt::log::debug(*log_, "process {}: record removed", p.spec.id);
     it = procs_.erase(it);
   }
 }
@@ -985,7 +989,7 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
   }
   p.exit_code = status->code;
   p.exit_signal = status->signal;
-  if (log_) log_->info("process {}: {}", p.spec.id, how);
+  if (log_) mgmt::log::info(*log_, "process {}: {}", p.spec.id, how);
 
   if (p.state == state::stopping) {
     p.state = state::stopped;
@@ -1012,7 +1016,7 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
     p.last_error = "gave up after " + std::to_string(p.consecutive) + " attempt" +
                    (p.consecutive == 1 ? "" : "s") + " (last: " + how + ")";
     emit(&p, event::failed, p.last_error);
-    if (log_) log_->error("process {}: {}", p.spec.id, p.last_error);
+    if (log_) mgmt::log::error(*log_, "process {}: {}", p.spec.id, p.last_error);
     return true;
   }
   ++p.consecutive;
@@ -1044,8 +1048,8 @@ void ProcessBackend::on_timers(SteadyTime now, Completions& done) {
       p.kill_at.reset();
       p.give_up_at = now + kKillGrace;
       if (log_) {
-        log_->warn("process {}: still running {} ms after SIGTERM, sending SIGKILL", p.spec.id,
-                   p.spec.stop_timeout.count());
+        mgmt::log::warn(*log_, "process {}: still running {} ms after SIGTERM, sending SIGKILL",
+                        p.spec.id, p.spec.stop_timeout.count());
       }
       p.child->signal_group(SIGKILL);
     }
@@ -1053,7 +1057,7 @@ void ProcessBackend::on_timers(SteadyTime now, Completions& done) {
       p.give_up_at.reset();
       const std::string what = "process " + p.spec.id + " (pid " +
                                std::to_string(p.child->pid()) + ") did not exit after SIGKILL";
-      if (log_) log_->error("{}", what);
+      if (log_) mgmt::log::error(*log_, "{}", what);
       if (shutting_down_) {
         p.abandoned = true;
         emit(nullptr, event::shutdown_incomplete, what);
@@ -1109,7 +1113,7 @@ void ProcessBackend::sample_rss(std::unique_lock<std::mutex>& lock, SteadyTime n
         summary += "logged only (on_exceed: log)";
         break;
     }
-    if (log_) log_->warn("process {}: {}", p->spec.id, summary);
+    if (log_) mgmt::log::warn(*log_, "process {}: {}", p->spec.id, summary);
     emit(p, kEventMaxRss, std::move(summary));
   }
 }
@@ -1140,7 +1144,7 @@ void ProcessBackend::reap_orphans(Completions& done) {
       ExitStatus s;
       if (WIFEXITED(status)) s.code = WEXITSTATUS(status);
       if (WIFSIGNALED(status)) s.signal = WTERMSIG(status);
-      log_->debug("reaped orphan pid {} ({})", pid, describe(s));
+      mgmt::log::debug(*log_, "reaped orphan pid {} ({})", pid, describe(s));
     }
   }
 }

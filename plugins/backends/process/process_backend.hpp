@@ -199,7 +199,7 @@ class ProcessBackend final : public Backend {
   std::atomic<bool> rss_wanted_{false};     // the supervisor should refresh rss_
   // See list_version(). Starts at 1: 0 means "unknown" to the handlers.
   std::atomic<std::uint64_t> version_{1};
-  std::vector<char> read_buf_;
+  std::unique_ptr<char[]> read_buf_;  // kReadChunk bytes: the supervisor's reads
   std::thread supervisor_;
 };
 
