@@ -155,6 +155,24 @@ kill "$MGMTD"; wait "$MGMTD" 2>/dev/null || true
 kill "$FLOOR"; wait "$FLOOR" 2>/dev/null || true
 PIDS=()
 
+# --- the same mgmtd with server.release_code_pages off: one list and one status run -------
+OFFCFG=$TMP/mgmt-keep.yaml
+sed "s|^  write_hint: false|  write_hint: false\n  release_code_pages: false|" "$CFG" >"$OFFCFG"
+"$BIN/mgmtd" -c "$OFFCFG" 2>"$TMP/mgmtd-keep.log" &
+KEEP=$!
+PIDS+=("$KEEP")
+for _ in $(seq 1000); do
+  n=$("$BIN/mgmtctl" --socket "$SOCK" list 2>/dev/null | grep -c ' running ' || true)
+  [[ $n == "$NPROCS" ]] && break
+  sleep 0.02
+done
+for op in list status; do
+  "$BENCH" load --socket "$SOCK" --op "$op" --id "$SID" --clients 4 --duration "$DURATION" >/dev/null
+done
+RSS_KEEP=$(rss_kib "$KEEP")
+kill "$KEEP"; wait "$KEEP" 2>/dev/null || true
+PIDS=()
+
 # --- start-up to socket ready (mgmtd with every plugin; the floor's own start-up) --------
 UP=$("$BENCH" startup --socket "$SOCK" --repeat "$REPEAT" -- "$BIN/mgmtd" -c "$CFG")
 UP_FLOOR=$("$BENCH" startup --socket "$FSOCK" --repeat "$REPEAT" -- "$BENCH" floor --socket "$FSOCK")
@@ -194,6 +212,7 @@ for op in list status; do
   done
 done
 row "RSS of mgmtd, $NPROCS processes (children excluded; peak $(mib "$HWM_PROCS"))" "$(mib "$RSS_PROCS")" "—" "—" "≤ 6 MiB" "$(verdict "$RSS_PROCS" "<=" 6144)"
+row "RSS of mgmtd, $NPROCS processes, \`release_code_pages: false\` (after one list and one status run)" "$(mib "$RSS_KEEP")" "—" "—" "—" "—"
 row "RSS with $NCONN idle connections" "$(mib "$RSS_CONN")" "$(mib "$RSS_CONN_FLOOR")" "$(ratio "$RSS_CONN" "$RSS_CONN_FLOOR")" "≤ 32 MiB" "$(verdict "$RSS_CONN" "<=" 32768)"
 up=$(field "$UP" median_ms); upf=$(field "$UP_FLOOR" median_ms)
 row "start-up to socket ready, $NPLUGINS plugins (median of $REPEAT)" "$up ms" "$upf ms" "$(ratio "$up" "$upf")" "≤ 20 ms" "$(verdict "$up" "<=" 20)"
