@@ -40,6 +40,7 @@
 
 #include "mgmt/backend.hpp"
 #include "mgmt/commands.hpp"  // signal_name()
+#include "mgmt/log.hpp"       // mgmt::log::warn(): logs without fmt's engine in this .so
 #include "mgmt/plugin.hpp"
 
 namespace {
@@ -385,7 +386,8 @@ class PidfileBackend final : public mgmt::Backend {
           continue;
         }
         if (!s.give_up_at && now >= s.kill_at) {
-          if (log_) log_->warn("{} (pid {}) outlived its stop timeout: SIGKILL", id, s.pid);
+          if (log_)
+            mgmt::log::warn(*log_, "{} (pid {}) outlived its stop timeout: SIGKILL", id, s.pid);
           ::kill(s.pid, SIGKILL);
           s.give_up_at = now + std::chrono::seconds(2);
         } else if (s.give_up_at && now >= *s.give_up_at) {

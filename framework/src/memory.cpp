@@ -5,8 +5,12 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
+#include <string_view>
+#include <vector>
 
 #ifndef MADV_PAGEOUT
 #define MADV_PAGEOUT 21  // Linux 5.4; older C library headers lack the name
@@ -27,62 +31,93 @@ std::uint64_t resident_bytes() {
   return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
-}  // namespace
+struct Mapping {
+  unsigned long begin = 0, end = 0;
+  bool candidate = false;          // file-backed and not writable
+  unsigned long long anon_kb = 0;  // pages of it the process wrote (copy-on-write)
+};
 
-CodePageRelease release_code_pages() {
+// The mappings of /proc/self/smaps. A header line is "begin-end perms offset dev inode
+// [path]"; the lines after it, up to the next header, are "Field:   value kB".
+std::vector<Mapping> read_mappings(int& err) {
+  File f(std::fopen("/proc/self/smaps", "re"));
+  if (!f) {
+    err = errno;
+    return {};
+  }
+  std::vector<Mapping> out;
+  char* buf = nullptr;  // getline's: a header's path may be as long as PATH_MAX
+  std::size_t cap = 0;
+  const std::unique_ptr<char*, void (*)(char**)> free_buf(&buf, [](char** p) { std::free(*p); });
+  while (::getline(&buf, &cap, f.get()) > 0) {
+    const char* line = buf;
+    const char c = line[0];
+    const bool header = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    if (header) {
+      Mapping m;
+      char perms[8] = {};
+      unsigned long long inode = 0;
+      int path_at = 0;
+      if (std::sscanf(line, "%lx-%lx %7s %*s %*s %llu %n", &m.begin, &m.end, perms, &inode,
+                      &path_at) < 4) {
+        out.push_back(Mapping{});  // unreadable: left alone, and so are its fields
+        continue;
+      }
+      // path_at stays 0 when the line ends before a path (an anonymous mapping).
+      const bool file_backed = inode != 0 && path_at > 0 && line[path_at] == '/';
+      m.candidate = file_backed && perms[1] != 'w' && m.end > m.begin;
+      out.push_back(m);
+    } else if (!out.empty() && std::strncmp(line, "Anonymous:", 10) == 0) {
+      out.back().anon_kb = std::strtoull(line + 10, nullptr, 10);
+    }
+  }
+  return out;
+}
+
+CodePageRelease release() {
   CodePageRelease r;
   r.rss_before = resident_bytes();
-  // Read whole before advising anything: the advice does not change the mappings, but the
-  // file is generated as it is read.
-  File maps(std::fopen("/proc/self/maps", "re"));
-  if (!maps) {
-    r.error = std::string("cannot read /proc/self/maps: ") + std::strerror(errno);
+  int err = 0;
+  const std::vector<Mapping> mappings = read_mappings(err);
+  if (mappings.empty()) {
+    r.error_code = err;
+    r.error = std::string("cannot read /proc/self/smaps: ") + std::strerror(err);
     return r;
   }
-  struct Range {
-    unsigned long begin, end;
-  };
-  std::string text;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, maps.get())) > 0) text.append(buf, n);
-  maps.reset();
-
-  int refused = 0, last_errno = 0;
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    std::size_t eol = text.find('\n', pos);
-    if (eol == std::string::npos) eol = text.size();
-    const std::string line = text.substr(pos, eol - pos);
-    pos = eol + 1;
-    // begin-end perms offset dev inode path
-    Range range{};
-    char perms[8] = {};
-    unsigned long long inode = 0;
-    int path_at = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx %7s %*s %*s %llu %n", &range.begin, &range.end, perms,
-                    &inode, &path_at) < 4) {
-      continue;
-    }
-    const bool file_backed = inode != 0 && path_at > 0 &&
-                             static_cast<std::size_t>(path_at) < line.size() &&
-                             line[static_cast<std::size_t>(path_at)] == '/';
-    if (!file_backed || perms[1] == 'w' || range.end <= range.begin) continue;
+  int refused = 0;
+  for (const Mapping& m : mappings) {
+    if (!m.candidate || m.anon_kb != 0) continue;
     // NOLINTNEXTLINE(performance-no-int-to-ptr): the kernel's own addresses of our mappings
-    if (::madvise(reinterpret_cast<void*>(range.begin), range.end - range.begin, MADV_PAGEOUT) ==
-        0) {
+    if (::madvise(reinterpret_cast<void*>(m.begin), m.end - m.begin, MADV_PAGEOUT) == 0) {
       ++r.mappings;
     } else {
-      ++refused;  // EINVAL: a kernel without MADV_PAGEOUT, or a locked mapping
-      last_errno = errno;
+      // EINVAL: a kernel without MADV_PAGEOUT, or a locked mapping. ENOMEM: the mapping went
+      // away since smaps was read. Either way there is nothing to undo.
+      ++refused;
+      r.error_code = errno;
     }
   }
   if (r.mappings == 0 && refused > 0) {
-    r.error = std::string("madvise(MADV_PAGEOUT): ") + std::strerror(last_errno) +
-              (last_errno == EINVAL ? " (it needs Linux 5.4 or later)" : "");
+    r.error = std::string("madvise(MADV_PAGEOUT): ") + std::strerror(r.error_code) +
+              (r.error_code == EINVAL ? " (it needs Linux 5.4 or later)" : "");
+  } else {
+    r.error_code = 0;
   }
   r.rss_after = resident_bytes();
   return r;
+}
+
+}  // namespace
+
+CodePageRelease release_code_pages() noexcept {
+  try {
+    return release();
+  } catch (const std::bad_alloc&) {
+    CodePageRelease r;
+    r.error = "out of memory";
+    r.error_code = ENOMEM;
+    return r;
+  }
 }
 
 }  // namespace mgmt

@@ -105,7 +105,7 @@ void Runtime::attach(Server& server) {
   server.on_reload([this] { (void)reload(); });
 }
 
-void Runtime::release_code_pages() const {
+void Runtime::release_code_pages() const noexcept {
   if (!cfg_.release_code_pages) return;
   const CodePageRelease r = mgmt::release_code_pages();
   if (!r.error.empty()) {

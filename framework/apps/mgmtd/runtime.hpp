@@ -56,7 +56,7 @@ class Runtime {
   // Once start-up is over (and at the end of every reload): hands the kernel back the code
   // pages only start-up used (mgmt::release_code_pages), unless server.release_code_pages
   // is false.
-  void release_code_pages() const;
+  void release_code_pages() const noexcept;
 
  private:
   static void drop_plugin_configs(ServerConfig& cfg);
