@@ -213,6 +213,11 @@ void Server::listen() {
   m.listening = true;
   remove_stale_spill_files(m.host.streams.spill_dir, *m.log);
   if (m.opts.write_hint) write_hint_file(dir.string(), *m.log);
+  // Caught from now on, and handled once run() starts: whoever saw the socket (or the
+  // ready file written next) may already send SIGTERM, and must get a clean shutdown.
+  m.signals.add(SIGINT);
+  m.signals.add(SIGTERM);
+  m.signals.add(SIGHUP);
   mgmt::log::info(*m.log, "listening on {}", path);
 }
 
@@ -314,7 +319,7 @@ void Server::Impl::finish_shutdown() {
 
 void Server::run() {
   auto& m = *impl_;
-  m.signals.add(SIGINT);
+  m.signals.add(SIGINT);  // (already in the set after listen())
   m.signals.add(SIGTERM);
   m.signals.add(SIGHUP);
   m.wait_signal();

@@ -34,6 +34,7 @@ class Server {
 
   // Creates the socket (mode 0600, its folder 0700 when created). Replaces a stale socket
   // file, but refuses when a live server answers on it. Throws std::runtime_error.
+  // SIGINT, SIGTERM and SIGHUP are caught from here on and handled once run() starts.
   void listen();
   // Serves until SIGINT or SIGTERM (or stop()), then shuts down in order: stop accepting,
   // remove the socket, stop the backend's processes, drain stream clients, close.
