@@ -82,17 +82,21 @@ wait_file_line() {  # FILE PATTERN: waits (10 s max) for PATTERN in FILE
   for _ in $(seq 1000); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.01; done
   echo "bench: timed out waiting for '$2' in $1" >&2; return 1
 }
+wait_running() {  # LOG: waits (20 s max) for mgmtd on $SOCK to run all NPROCS processes
+  local n=0
+  for _ in $(seq 1000); do
+    n=$("$BIN/mgmtctl" --socket "$SOCK" list 2>/dev/null | grep -c ' running ' || true)
+    [[ $n == "$NPROCS" ]] && return 0
+    sleep 0.02
+  done
+  echo "bench: mgmtd did not get $NPROCS processes running" >&2; cat "$1" >&2; return 1
+}
 
 # --- mgmtd ------------------------------------------------------------------------------
 "$BIN/mgmtd" -c "$CFG" 2>"$TMP/mgmtd.log" &
 MGMTD=$!
 PIDS+=("$MGMTD")
-for _ in $(seq 1000); do
-  n=$("$BIN/mgmtctl" --socket "$SOCK" list 2>/dev/null | grep -c ' running ' || true)
-  [[ $n == "$NPROCS" ]] && break
-  sleep 0.02
-done
-[[ $n == "$NPROCS" ]] || { echo "bench: mgmtd did not get $NPROCS processes running" >&2; cat "$TMP/mgmtd.log" >&2; exit 1; }
+wait_running "$TMP/mgmtd.log"
 SID=$(printf 'p%03d' $((NPROCS / 2)))
 
 # --- the floor, answering with mgmtd's own reply bytes -----------------------------------
@@ -161,11 +165,7 @@ sed "s|^  write_hint: false|  write_hint: false\n  release_code_pages: false|" "
 "$BIN/mgmtd" -c "$OFFCFG" 2>"$TMP/mgmtd-keep.log" &
 KEEP=$!
 PIDS+=("$KEEP")
-for _ in $(seq 1000); do
-  n=$("$BIN/mgmtctl" --socket "$SOCK" list 2>/dev/null | grep -c ' running ' || true)
-  [[ $n == "$NPROCS" ]] && break
-  sleep 0.02
-done
+wait_running "$TMP/mgmtd-keep.log"
 for op in list status; do
   "$BENCH" load --socket "$SOCK" --op "$op" --id "$SID" --clients 4 --duration "$DURATION" >/dev/null
 done

@@ -319,10 +319,7 @@ void Server::Impl::finish_shutdown() {
 
 void Server::run() {
   auto& m = *impl_;
-  m.signals.add(SIGINT);  // (already in the set after listen())
-  m.signals.add(SIGTERM);
-  m.signals.add(SIGHUP);
-  m.wait_signal();
+  m.wait_signal();  // listen() put SIGINT, SIGTERM and SIGHUP in the set
   m.accept();
   m.host.on_closed = [&m](Session* s) {
     m.sessions.erase(s);

@@ -74,9 +74,6 @@ void Runtime::load() {
   drop_plugin_configs(cfg_);
 }
 
-// Every plugin has been built from its `config:` block and the slot keys hold what a reload
-// compares, so the kept configuration needs no YAML nodes. Any node keeps the memory of its
-// whole document alive (about 5 KiB per process entry), hence they go.
 // What a handler or command plugin is created with.
 PluginEnv Runtime::handler_env(const PluginRef& ref, const std::string& file,
                                const PluginHandle& h) const {
@@ -89,6 +86,9 @@ PluginEnv Runtime::handler_env(const PluginRef& ref, const std::string& file,
   return env;
 }
 
+// Every plugin has been built from its `config:` block and the slot keys hold what a reload
+// compares, so the kept configuration needs no YAML nodes. Any node keeps the memory of its
+// whole document alive (about 5 KiB per process entry), hence they go.
 void Runtime::drop_plugin_configs(ServerConfig& cfg) {
   // reset() rebinds; assigning an empty Node would rewrite the node in place instead.
   cfg.backend.config.reset();
