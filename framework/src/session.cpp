@@ -1,8 +1,10 @@
 #include "session.hpp"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -48,8 +50,8 @@ class SessionExchange final : public Exchange {
 
   void reply(std::uint8_t type, std::string payload) override {
     if (answered_.exchange(true)) return;
-    post([frame = make_frame(type, seq_, payload)](Session& s) mutable {
-      s.on_reply(std::move(frame));
+    post([type, seq = seq_, p = std::move(payload)](Session& s) mutable {
+      s.on_reply(type, seq, std::move(p));
     });
   }
 
@@ -128,6 +130,8 @@ class SessionExchange final : public Exchange {
 }  // namespace
 
 namespace {
+
+constexpr const char* kNotReading = "client stopped reading its answers";
 
 SpillQueue::Options queue_options(const SessionHost& host, std::uint64_t id) {
   SpillQueue::Options o;
@@ -308,7 +312,7 @@ void Session::cancel_timer() {
 }
 
 void Session::answer_now(std::string payload) {
-  on_reply(make_frame(to_byte(MsgType::StatusResponse), header_.seq, payload));
+  on_reply(to_byte(MsgType::StatusResponse), header_.seq, std::move(payload));
 }
 
 void Session::dispatch() {
@@ -348,9 +352,10 @@ void Session::dispatch() {
   }
 }
 
-void Session::on_reply(std::string frame) {
+void Session::on_reply(std::uint8_t type, std::uint64_t seq, std::string payload) {
   if (mode_ == Mode::closed) return;
-  enqueue(std::move(frame));
+  const std::uint64_t backlog = send_reply(type, seq, payload);
+  if (mode_ == Mode::closed) return;  // the send failed
   if (mode_ == Mode::busy) {
     host_.stats.answered(static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
@@ -359,6 +364,13 @@ void Session::on_reply(std::string frame) {
     if (shutting_down_) {
       close_after_flush_ = true;
       if (!writing_ && queue_empty()) close("server shutting down");
+      return;
+    }
+    if (backlog >= host_.limits.max_queue_bytes) {
+      // The client sends requests faster than it reads the answers: take no more until
+      // they drain (flush() resumes), so its backlog stays bounded.
+      mode_ = Mode::paused;
+      arm_timer(host_.limits.idle_timeout, kNotReading);
       return;
     }
     if (in_end_ > in_begin_) {
@@ -477,22 +489,72 @@ void Session::watch_stream() {
                           });
 }
 
-void Session::enqueue(std::string frame) {
+std::uint64_t Session::send_reply(std::uint8_t type, std::uint64_t seq, std::string_view payload) {
+  std::uint8_t head[kHeaderSize];
+  write_header(FrameHeader{type, 0, seq, static_cast<std::uint32_t>(payload.size())}, head);
+  std::array<std::string_view, 2> parts{
+      std::string_view(reinterpret_cast<const char*>(head), kHeaderSize), payload};
   bool run = false;
+  bool failed = false;
+  std::uint64_t backlog = 0;
   {
     std::lock_guard lock(qmu_);
-    account_locked(q_.push(std::move(frame), 1, /*keep=*/true));
-    if (idle_) {
-      idle_ = false;
-      run = true;
+    if (idle_ && !writing_ && q_.empty()) {
+      // Nothing queued or being written (a client waiting for its answer, the usual case):
+      // send it right here, and queue only what the socket does not take.
+      std::size_t sent = 0;
+      failed = !send_now(parts, sent);
+      for (auto& p : parts) {
+        const std::size_t n = std::min(sent, p.size());
+        p.remove_prefix(n);
+        sent -= n;
+      }
     }
+    if (!failed && (!parts[0].empty() || !parts[1].empty())) {
+      account_locked(q_.push_parts(parts, 1, /*keep=*/true));
+      if (idle_) {
+        idle_ = false;
+        run = true;
+      }
+    }
+    backlog = q_.backlog_bytes();
   }
-  if (run) flush();
+  if (failed) {
+    close("write error");
+  } else if (run) {
+    flush();
+  }
+  return backlog;
+}
+
+bool Session::send_now(std::span<const std::string_view> parts, std::size_t& sent) {
+  std::array<iovec, 2> iov{};
+  std::size_t n = 0;
+  for (const std::string_view p : parts) {
+    if (p.empty() || n == iov.size()) continue;
+    iov[n].iov_base = const_cast<char*>(p.data());
+    iov[n].iov_len = p.size();
+    ++n;
+  }
+  msghdr msg{};
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = n;
+  for (;;) {
+    const ssize_t r = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) {
+      sent = static_cast<std::size_t>(r);
+      return true;
+    }
+    if (errno == EINTR) continue;
+    sent = 0;
+    return errno == EAGAIN || errno == EWOULDBLOCK;  // full: the writer waits for room
+  }
 }
 
 void Session::flush() {
   if (writing_ || mode_ == Mode::closed) return;
   bool disconnect = false;
+  std::uint64_t backlog = 0;
   {
     std::lock_guard lock(qmu_);
     q_.recycle(in_flight_);   // the buffers just written: some are kept for reuse
@@ -507,6 +569,7 @@ void Session::flush() {
       q_.release_spares(spent_);  // an idle connection keeps no buffers
     }
     disconnect = disconnect_;
+    backlog = q_.backlog_bytes();
   }
   spent_.clear();
   if (disconnect) close_after_flush_ = true;
@@ -514,7 +577,9 @@ void Session::flush() {
     if (close_after_flush_) {
       close(disconnect ? "stream reader too slow" : shutting_down_ ? "server shutting down"
                                                                     : "done");
+      return;
     }
+    resume_if_drained(backlog);
     return;
   }
   writing_ = true;
@@ -530,6 +595,16 @@ void Session::flush() {
                       }
                       self->flush();
                     });
+  resume_if_drained(backlog);
+}
+
+void Session::resume_if_drained(std::uint64_t backlog) {
+  if (mode_ != Mode::paused || shutting_down_) return;  // shutting down: flush, then close
+  if (backlog > host_.limits.max_queue_bytes / 2) {
+    arm_timer(host_.limits.idle_timeout, kNotReading);  // still reading: push the deadline
+    return;
+  }
+  next_request();
 }
 
 void Session::shutdown() {
@@ -540,7 +615,9 @@ void Session::shutdown() {
     return;
   }
   close_after_flush_ = true;
-  if (mode_ == Mode::streaming && !writing_ && queue_empty()) close("server shutting down");
+  if ((mode_ == Mode::streaming || mode_ == Mode::paused) && !writing_ && queue_empty()) {
+    close("server shutting down");
+  }
 }
 
 void Session::close(const char* why) {

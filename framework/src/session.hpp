@@ -88,7 +88,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::int64_t peer_uid() const { return peer_uid_; }
 
   // Called (on the I/O thread) by the exchange of the current request.
-  void on_reply(std::string frame);
+  void on_reply(std::uint8_t type, std::uint64_t seq, std::string payload);
   void on_begin_stream();
   void on_end_stream();
   void on_hold(std::shared_ptr<void> r);
@@ -103,7 +103,8 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::shared_ptr<std::atomic<bool>>& closed_flag() const { return closed_flag_; }
 
  private:
-  enum class Mode { reading, busy, streaming, closed };
+  // paused: the client's answers are piling up unread; no request is read until they drain.
+  enum class Mode { reading, busy, paused, streaming, closed };
 
   // Request path. Bytes are read into in_buf_ with as few reads as the client allows;
   // frames are parsed from it one at a time, so pipelined requests are served in order.
@@ -117,7 +118,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void wait_timer();
   void cancel_timer();
   void watch_stream();
-  void enqueue(std::string frame);
+  // Sends a reply's frame at once when the connection has nothing queued, else queues it.
+  // Returns the bytes then queued.
+  std::uint64_t send_reply(std::uint8_t type, std::uint64_t seq, std::string_view payload);
+  // After a write: a paused connection reads requests again once its backlog has halved.
+  void resume_if_drained(std::uint64_t backlog);
+  // One non-blocking sendmsg of `parts`: false on a socket error (not on a full socket);
+  // `sent` says how many bytes went.
+  bool send_now(std::span<const std::string_view> parts, std::size_t& sent);
   void flush();
   void on_kick();
   bool queue_empty();

@@ -229,6 +229,29 @@ void RawConn::send_bytes(const std::string& bytes) {
   }
 }
 
+bool RawConn::send_within(const std::string& bytes, std::chrono::milliseconds timeout) {
+  std::size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t n =
+        ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+      off += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (off == 0 && (errno == EPIPE || errno == ECONNRESET)) return false;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      throw std::runtime_error(std::string("send: ") + std::strerror(errno));
+    }
+    pollfd p{fd_, POLLOUT, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) == 0) {
+      if (off == 0) return false;
+      throw std::runtime_error("send: the socket stayed full in the middle of the bytes");
+    }
+  }
+  return true;
+}
+
 void RawConn::send(std::uint8_t type, const std::string& payload, std::uint64_t seq) {
   send_bytes(make_frame(type, seq, payload));
 }

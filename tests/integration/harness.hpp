@@ -102,6 +102,9 @@ class RawConn {
 
   void send_bytes(const std::string& bytes);
   void send(std::uint8_t type, const std::string& payload, std::uint64_t seq = 7);
+  // Sends all of `bytes`, unless the socket stays full for `timeout` before any of it could
+  // go, or the server has closed the connection: false then, and nothing was sent.
+  bool send_within(const std::string& bytes, std::chrono::milliseconds timeout);
   // Next frame, or nullopt when the server closed the connection or nothing came in time.
   std::optional<Frame> read(std::chrono::milliseconds timeout = 10s);
   // True when the server closes the connection within `timeout` (reading and discarding).

@@ -100,7 +100,7 @@ TEST_CASE("a command that is missing or not executable fails clearly", "[faults]
   CHECK_THAT(status_of(d, "noexec").last_error, Catch::Contains("Permission denied"));
   // No restart loop for a program that cannot run, and the rest is unaffected.
   CHECK(status_of(d, "missing").restarts == 0);
-  CHECK(status_of(d, "ok").state == "running");
+  CHECK(wait_until([&] { return status_of(d, "ok").state == "running"; }));
   // Starting it by hand gives the same clear error.
   RawConn c(d.socket());
   c.send(to_byte(MsgType::StartRequest), encode(IdRequest{"missing"}));

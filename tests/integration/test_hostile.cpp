@@ -145,6 +145,51 @@ TEST_CASE("pipelined requests are answered in order", "[hostile]") {
   }
 }
 
+TEST_CASE("a client that sends requests without reading the answers is held back, not buffered",
+          "[hostile]") {
+  Mgmtd d(backend_with() + "limits:\n  max_queue: 64KiB\n");
+  RawConn c(d.socket());
+  // Requests go in until the server stops taking them: it reads no more once 64 KiB of
+  // answers wait unread (plus what the kernel buffers hold), rather than queueing them all.
+  constexpr std::uint64_t kMax = 200000;
+  std::uint64_t sent = 0;
+  while (sent < kMax &&
+         c.send_within(make_frame(0xA2, sent + 1, encode(StatusRequest{"web"})), 2s)) {
+    ++sent;
+  }
+  INFO("requests taken before the server held back: " << sent);
+  CHECK(sent < kMax);
+  CHECK(serves(d));  // others are served meanwhile
+
+  // Reading resumes the connection: every answer comes, whole and in order, and then the
+  // connection takes requests again.
+  for (std::uint64_t seq = 1; seq <= sent; ++seq) {
+    auto f = c.read(10s);
+    REQUIRE(f);
+    REQUIRE(f->header.seq == seq);
+    REQUIRE(as_status(*f).entry.id == "web");
+  }
+  c.send(to_byte(MsgType::StatusRequest), encode(StatusRequest{"web"}), 1);
+  auto f = c.read(10s);
+  REQUIRE(f);
+  CHECK(as_status(*f).entry.id == "web");
+}
+
+TEST_CASE("a client that stops reading its answers is closed by the idle timeout", "[hostile]") {
+  Mgmtd d(backend_with() + "limits:\n  max_queue: 64KiB\n  idle_timeout: 500ms\n");
+  RawConn c(d.socket());
+  std::uint64_t sent = 0;
+  while (sent < 200000 &&
+         c.send_within(make_frame(0xA2, sent + 1, encode(StatusRequest{"web"})), 2s)) {
+    ++sent;
+  }
+  REQUIRE(wait_until(
+      [&] { return d.log().find("client stopped reading its answers") != std::string::npos; },
+      10s));
+  CHECK(c.closed_by_server(10s));
+  CHECK(serves(d));
+}
+
 TEST_CASE("a stream reader that never reads is disconnected, others are unaffected",
           "[hostile]") {
   const std::string flood =
