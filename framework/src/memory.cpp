@@ -87,18 +87,26 @@ CodePageRelease release() {
   for (const Mapping& m : mappings) {
     if (!m.candidate || m.anon_kb != 0) continue;
     // NOLINTNEXTLINE(performance-no-int-to-ptr): the kernel's own addresses of our mappings
-    if (::madvise(reinterpret_cast<void*>(m.begin), m.end - m.begin, MADV_PAGEOUT) == 0) {
+    void* const at = reinterpret_cast<void*>(m.begin);
+    const std::size_t len = m.end - m.begin;
+    // Reclaim first: the kernel frees the pages that only this process maps.
+    const bool paged_out = ::madvise(at, len, MADV_PAGEOUT) == 0;
+    // Then let go of the rest: pages other processes map too, or of files the kernel pages
+    // out for their owner only. They stay in the page cache, and a page used again is
+    // mapped back on a minor fault, with the file's bytes (the mapping holds no page of the
+    // process's own: anon_kb is 0, and it is not writable).
+    const bool unmapped = ::madvise(at, len, MADV_DONTNEED) == 0;
+    if (paged_out || unmapped) {
       ++r.mappings;
     } else {
-      // EINVAL: a kernel without MADV_PAGEOUT, or a locked mapping. ENOMEM: the mapping went
-      // away since smaps was read. Either way there is nothing to undo.
+      // EINVAL: a locked mapping. ENOMEM: the mapping went away since smaps was read.
+      // Either way there is nothing to undo.
       ++refused;
       r.error_code = errno;
     }
   }
   if (r.mappings == 0 && refused > 0) {
-    r.error = std::string("madvise(MADV_PAGEOUT): ") + std::strerror(r.error_code) +
-              (r.error_code == EINVAL ? " (it needs Linux 5.4 or later)" : "");
+    r.error = std::string("madvise: ") + std::strerror(r.error_code);
   } else {
     r.error_code = 0;
   }

@@ -116,11 +116,8 @@ void Runtime::release_code_pages() const noexcept {
     return;
   }
   const auto mib = [](std::uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
-  mgmt::log::debug(*log_, "released code pages of {} mappings: RSS {:.1f} MiB -> {:.1f} MiB{}",
-                   r.mappings, mib(r.rss_before), mib(r.rss_after),
-                   r.rss_after < r.rss_before
-                       ? ""
-                       : " (the kernel pages out only files that mgmtd owns or may write)");
+  mgmt::log::debug(*log_, "released code pages of {} mappings: RSS {:.1f} MiB -> {:.1f} MiB",
+                   r.mappings, mib(r.rss_before), mib(r.rss_after));
 }
 
 std::string Runtime::reload() {
