@@ -12,6 +12,8 @@
 #include <initializer_list>
 #include <limits>
 #include <map>
+#include <optional>
+#include <span>
 #include <stdexcept>
 
 namespace mgmt::process {
@@ -49,15 +51,20 @@ class Reader {
       const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : std::string();
       bool ok = false;
       for (std::string_view a : allowed) ok = ok || key == a;
-      if (ok) continue;
-      std::string list;
-      for (std::string_view a : allowed) {
-        if (!list.empty()) list += ", ";
-        list += a;
-      }
-      fail(kv.first, "unknown key \"" + key + "\" in " + std::string(section) +
-                         " (expected one of: " + list + ")");
+      if (!ok) unknown_key(kv.first, key, {allowed.begin(), allowed.size()}, section);
     }
+  }
+
+  [[noreturn]] void unknown_key(const YAML::Node& at, std::string_view key,
+                                std::span<const std::string_view> allowed,
+                                std::string_view section) const {
+    std::string list;
+    for (std::string_view a : allowed) {
+      if (!list.empty()) list += ", ";
+      list += a;
+    }
+    fail(at, "unknown key \"" + std::string(key) + "\" in " + std::string(section) +
+                 " (expected one of: " + list + ")");
   }
 
   std::string scalar(const YAML::Node& n, std::string_view what) const {
@@ -162,11 +169,41 @@ class Reader {
     return r;
   }
 
-  // Reads log_file_dir, log_max_size and log_max_files of `n` over `base`.
-  LogFiles log_files(const YAML::Node& n, LogFiles base) const {
-    if (n["log_file_dir"]) base.dir = dir(n["log_file_dir"], "log_file_dir");
-    if (n["log_max_size"]) base.max_size = positive_size(n["log_max_size"], "log_max_size");
-    if (n["log_max_files"]) base.max_files = count(n["log_max_files"], "log_max_files");
+  // A map's values by key, read in one pass that also refuses unknown keys. (yaml-cpp's
+  // operator[] scans the map and copies each key it compares: reading a process entry field
+  // by field that way took as long as parsing its YAML.) A key given twice: the first wins.
+  class Fields {
+   public:
+    Fields(const Reader& r, const YAML::Node& map, std::initializer_list<std::string_view> allowed,
+           std::string_view section)
+        : keys_(allowed), values_(keys_.size()) {
+      for (const auto& kv : map) {
+        static const std::string kNoKey;
+        const std::string& key = kv.first.IsScalar() ? kv.first.Scalar() : kNoKey;
+        const auto at = std::find(keys_.begin(), keys_.end(), key);
+        if (at == keys_.end()) r.unknown_key(kv.first, key, keys_, section);
+        auto& slot = values_[static_cast<std::size_t>(at - keys_.begin())];
+        if (!slot) slot = kv.second;
+      }
+    }
+    // The value of `key` (one of `allowed`), or nullptr when the map does not have it.
+    const YAML::Node* operator[](std::string_view key) const {
+      const auto at = std::find(keys_.begin(), keys_.end(), key);
+      if (at == keys_.end()) return nullptr;
+      const auto& slot = values_[static_cast<std::size_t>(at - keys_.begin())];
+      return slot ? &*slot : nullptr;
+    }
+
+   private:
+    std::vector<std::string_view> keys_;
+    std::vector<std::optional<YAML::Node>> values_;
+  };
+
+  // Reads log_file_dir, log_max_size and log_max_files of `f` over `base`.
+  LogFiles log_files(const Fields& f, LogFiles base) const {
+    if (const auto* v = f["log_file_dir"]) base.dir = dir(*v, "log_file_dir");
+    if (const auto* v = f["log_max_size"]) base.max_size = positive_size(*v, "log_max_size");
+    if (const auto* v = f["log_max_files"]) base.max_files = count(*v, "log_max_files");
     return base;
   }
 
@@ -225,54 +262,59 @@ class Reader {
   ProcessSpec process(const YAML::Node& n, std::size_t default_log_buffer,
                       const LogFiles& default_log_files) const {
     if (!n.IsMap()) fail(n, "each entry of processes must be a map with at least id and command");
-    only_keys(n,
-              {"id", "name", "command", "args", "env", "work_dir", "restart", "max_restarts",
-               "restart_backoff", "restart_backoff_max", "restart_reset_after", "stop_timeout",
-               "autostart", "log_buffer", "log_file_dir", "log_max_size", "log_max_files",
-               "resources", "depends_on"},
-              "a process");
+    const Fields f(*this, n,
+                   {"id", "name", "command", "args", "env", "work_dir", "restart", "max_restarts",
+                    "restart_backoff", "restart_backoff_max", "restart_reset_after", "stop_timeout",
+                    "autostart", "log_buffer", "log_file_dir", "log_max_size", "log_max_files",
+                    "resources", "depends_on"},
+                   "a process");
     ProcessSpec p;
     p.log_buffer = default_log_buffer;
-    if (!n["id"]) fail(n, "a process needs an id, e.g. `id: web`");
-    p.id = scalar(n["id"], "id");
+    const YAML::Node* id = f["id"];
+    if (id == nullptr) fail(n, "a process needs an id, e.g. `id: web`");
+    p.id = scalar(*id, "id");
     bool id_ok = !p.id.empty();
     for (char c : p.id) {
       id_ok = id_ok && (is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                         c == '.' || c == '_' || c == '-');
     }
     if (!id_ok) {
-      fail(n["id"], "id must use only letters, digits, '.', '_' and '-' (got \"" + p.id + "\")");
+      fail(*id, "id must use only letters, digits, '.', '_' and '-' (got \"" + p.id + "\")");
     }
-    if (!n["command"]) fail(n, "process " + p.id + " needs a command, e.g. `command: /usr/bin/python3`");
-    p.command = scalar(n["command"], "command");
-    if (p.command.empty()) fail(n["command"], "command must not be empty");
-    p.name = n["name"] ? scalar(n["name"], "name") : p.id;
-    if (n["args"]) p.args = args(n["args"]);
-    if (n["env"]) p.env = env(n["env"]);
-    if (n["work_dir"]) p.work_dir = scalar(n["work_dir"], "work_dir");
-    if (n["restart"]) p.restart = restart(n["restart"]);
-    if (n["max_restarts"]) p.max_restarts = count(n["max_restarts"], "max_restarts");
-    if (n["restart_backoff"]) p.restart_backoff = duration(n["restart_backoff"], "restart_backoff");
-    if (n["restart_backoff_max"]) {
-      p.restart_backoff_max = duration(n["restart_backoff_max"], "restart_backoff_max");
+    const YAML::Node* command = f["command"];
+    if (command == nullptr) {
+      fail(n, "process " + p.id + " needs a command, e.g. `command: /usr/bin/python3`");
     }
-    if (!n["restart_backoff_max"]) {
+    p.command = scalar(*command, "command");
+    if (p.command.empty()) fail(*command, "command must not be empty");
+    const YAML::Node* name = f["name"];
+    p.name = name != nullptr ? scalar(*name, "name") : p.id;
+    if (const auto* v = f["args"]) p.args = args(*v);
+    if (const auto* v = f["env"]) p.env = env(*v);
+    if (const auto* v = f["work_dir"]) p.work_dir = scalar(*v, "work_dir");
+    if (const auto* v = f["restart"]) p.restart = restart(*v);
+    if (const auto* v = f["max_restarts"]) p.max_restarts = count(*v, "max_restarts");
+    if (const auto* v = f["restart_backoff"]) p.restart_backoff = duration(*v, "restart_backoff");
+    const YAML::Node* backoff_max = f["restart_backoff_max"];
+    if (backoff_max == nullptr) {
       p.restart_backoff_max = std::max(p.restart_backoff_max, p.restart_backoff);
-    } else if (p.restart_backoff_max < p.restart_backoff) {
-      fail(n["restart_backoff_max"],
-           "restart_backoff_max (" + std::to_string(p.restart_backoff_max.count()) +
-               " ms) must not be shorter than restart_backoff (" +
-               std::to_string(p.restart_backoff.count()) + " ms)");
+    } else {
+      p.restart_backoff_max = duration(*backoff_max, "restart_backoff_max");
+      if (p.restart_backoff_max < p.restart_backoff) {
+        fail(*backoff_max, "restart_backoff_max (" + std::to_string(p.restart_backoff_max.count()) +
+                               " ms) must not be shorter than restart_backoff (" +
+                               std::to_string(p.restart_backoff.count()) + " ms)");
+      }
     }
-    if (n["restart_reset_after"]) {
-      p.restart_reset_after = duration(n["restart_reset_after"], "restart_reset_after");
+    if (const auto* v = f["restart_reset_after"]) {
+      p.restart_reset_after = duration(*v, "restart_reset_after");
     }
-    if (n["stop_timeout"]) p.stop_timeout = duration(n["stop_timeout"], "stop_timeout");
-    if (n["autostart"]) p.autostart = boolean(n["autostart"], "autostart");
-    if (n["log_buffer"]) p.log_buffer = size(n["log_buffer"], "log_buffer");
-    p.log_files = log_files(n, default_log_files);
-    if (n["resources"]) p.resources = resources(n["resources"]);
-    if (n["depends_on"]) p.depends_on = ids(n["depends_on"], "depends_on");
+    if (const auto* v = f["stop_timeout"]) p.stop_timeout = duration(*v, "stop_timeout");
+    if (const auto* v = f["autostart"]) p.autostart = boolean(*v, "autostart");
+    if (const auto* v = f["log_buffer"]) p.log_buffer = size(*v, "log_buffer");
+    p.log_files = log_files(f, default_log_files);
+    if (const auto* v = f["resources"]) p.resources = resources(*v);
+    if (const auto* v = f["depends_on"]) p.depends_on = ids(*v, "depends_on");
     return p;
   }
 
@@ -371,17 +413,19 @@ BackendConfig parse_backend_config(const YAML::Node& config, const std::string& 
   if (!config || config.IsNull()) return out;
   const Reader r(file);
   if (!config.IsMap()) r.fail(config, "the process backend's config must be a map with a `processes:` list");
-  r.only_keys(config,
-              {"log_buffer", "log_file_dir", "log_max_size", "log_max_files", "state_dir",
-               "subreaper", "processes"},
-              "the process backend's config");
+  const Reader::Fields f(r, config,
+                         {"log_buffer", "log_file_dir", "log_max_size", "log_max_files",
+                          "state_dir", "subreaper", "processes"},
+                         "the process backend's config");
+  const YAML::Node* buffer = f["log_buffer"];
   const std::size_t log_buffer =
-      config["log_buffer"] ? r.size(config["log_buffer"], "log_buffer") : kDefaultLogBuffer;
-  const LogFiles log_files = r.log_files(config, LogFiles{});
-  if (config["state_dir"]) out.state_dir = r.dir(config["state_dir"], "state_dir");
-  if (config["subreaper"]) out.subreaper = r.boolean(config["subreaper"], "subreaper");
-  const YAML::Node list = config["processes"];
-  if (!list || list.IsNull()) return out;
+      buffer != nullptr ? r.size(*buffer, "log_buffer") : kDefaultLogBuffer;
+  const LogFiles log_files = r.log_files(f, LogFiles{});
+  if (const auto* v = f["state_dir"]) out.state_dir = r.dir(*v, "state_dir");
+  if (const auto* v = f["subreaper"]) out.subreaper = r.boolean(*v, "subreaper");
+  const YAML::Node* processes = f["processes"];
+  if (processes == nullptr || processes->IsNull()) return out;
+  const YAML::Node& list = *processes;
   if (!list.IsSequence()) r.fail(list, "processes must be a list of `- id: ...` entries");
   std::map<std::string, YAML::Node> seen;
   std::vector<YAML::Node> nodes;
