@@ -132,6 +132,7 @@ class SessionExchange final : public Exchange {
 namespace {
 
 constexpr const char* kNotReading = "client stopped reading its answers";
+constexpr const char* kStuckReader = "stream reader to be disconnected reads nothing";
 
 SpillQueue::Options queue_options(const SessionHost& host, std::uint64_t id) {
   SpillQueue::Options o;
@@ -225,6 +226,12 @@ void Session::fill_buffer() {
   socket_.async_read_some(
       asio::buffer(&in_buf_[in_end_], in_buf_.size() - in_end_),
       [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+        if (ec == asio::error::eof && (self->writing_ || !self->queue_empty())) {
+          // Half-closed with answers still on their way: they go out, then it closes.
+          self->close_after_flush_ = true;
+          self->arm_timer(self->host_.limits.idle_timeout, kNotReading);
+          return;
+        }
         if (ec) {
           self->close(ec == asio::error::eof
                           ? (self->in_end_ == 0 ? "client closed" : "client closed mid-frame")
@@ -366,9 +373,9 @@ void Session::on_reply(std::uint8_t type, std::uint64_t seq, std::string payload
       if (!writing_ && queue_empty()) close("server shutting down");
       return;
     }
-    if (backlog >= host_.limits.max_queue_bytes) {
+    if (backlog >= pause_at()) {
       // The client sends requests faster than it reads the answers: take no more until
-      // they drain (flush() resumes), so its backlog stays bounded.
+      // they drain (flush() resumes), so its backlog stays bounded, in memory.
       mode_ = Mode::paused;
       arm_timer(host_.limits.idle_timeout, kNotReading);
       return;
@@ -403,6 +410,14 @@ bool Session::push_frame(std::span<const std::string_view> parts, std::uint64_t 
     }
   }
   if (kick) asio::post(host_.io, [self = shared_from_this()] { self->on_kick(); });
+  if (added == SpillQueue::Added::disconnect) {
+    // The writer may be stuck on a reader that reads nothing: bound the wait from now on.
+    asio::post(host_.io, [self = shared_from_this()] {
+      if (self->mode_ != Mode::closed) {
+        self->arm_timer(self->host_.limits.frame_timeout, kStuckReader);
+      }
+    });
+  }
   return added != SpillQueue::Added::closed && added != SpillQueue::Added::disconnect &&
          !closed_flag_->load();
 }
@@ -517,7 +532,7 @@ std::uint64_t Session::send_reply(std::uint8_t type, std::uint64_t seq, std::str
         run = true;
       }
     }
-    backlog = q_.backlog_bytes();
+    backlog = q_.backlog_bytes() + in_flight_bytes_;
   }
   if (failed) {
     close("write error");
@@ -569,10 +584,17 @@ void Session::flush() {
       q_.release_spares(spent_);  // an idle connection keeps no buffers
     }
     disconnect = disconnect_;
-    backlog = q_.backlog_bytes();
+    in_flight_bytes_ = 0;
+    for (const auto& b : in_flight_) in_flight_bytes_ += b.size();
+    backlog = q_.backlog_bytes() + in_flight_bytes_;
   }
   spent_.clear();
-  if (disconnect) close_after_flush_ = true;
+  if (disconnect) {
+    close_after_flush_ = true;
+    // Its notice and what precedes it go out as fast as it reads; a reader that takes
+    // nothing for frame_timeout is closed without them. Each write pushes the deadline.
+    arm_timer(host_.limits.frame_timeout, kStuckReader);
+  }
   if (in_flight_.empty()) {
     if (close_after_flush_) {
       close(disconnect ? "stream reader too slow" : shutting_down_ ? "server shutting down"
@@ -600,7 +622,7 @@ void Session::flush() {
 
 void Session::resume_if_drained(std::uint64_t backlog) {
   if (mode_ != Mode::paused || shutting_down_) return;  // shutting down: flush, then close
-  if (backlog > host_.limits.max_queue_bytes / 2) {
+  if (backlog > pause_at() / 2) {
     arm_timer(host_.limits.idle_timeout, kNotReading);  // still reading: push the deadline
     return;
   }

@@ -121,6 +121,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Sends a reply's frame at once when the connection has nothing queued, else queues it.
   // Returns the bytes then queued.
   std::uint64_t send_reply(std::uint8_t type, std::uint64_t seq, std::string_view payload);
+  // Answers waiting (queued or being written) past which no request is read: half the
+  // queue's memory, so that answers never spill to disk.
+  std::uint64_t pause_at() const { return host_.limits.max_queue_bytes / 2; }
   // After a write: a paused connection reads requests again once its backlog has halved.
   void resume_if_drained(std::uint64_t backlog);
   // One non-blocking sendmsg of `parts`: false on a socket error (not on a full socket);
@@ -166,6 +169,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t stalls_seen_ = 0;  // guarded
   // I/O thread only: the buffers being written (each holds one or more whole frames).
   std::vector<std::string> in_flight_;
+  std::uint64_t in_flight_bytes_ = 0;
   std::vector<std::string> spent_;  // written buffers, freed outside qmu_
   bool writing_ = false;
   std::vector<asio::const_buffer> write_bufs_;

@@ -252,6 +252,10 @@ bool RawConn::send_within(const std::string& bytes, std::chrono::milliseconds ti
   return true;
 }
 
+void RawConn::shutdown_write() {
+  ::shutdown(fd_, SHUT_WR);
+}
+
 void RawConn::send(std::uint8_t type, const std::string& payload, std::uint64_t seq) {
   send_bytes(make_frame(type, seq, payload));
 }

@@ -105,6 +105,9 @@ class RawConn {
   // Sends all of `bytes`, unless the socket stays full for `timeout` before any of it could
   // go, or the server has closed the connection: false then, and nothing was sent.
   bool send_within(const std::string& bytes, std::chrono::milliseconds timeout);
+  // Half-closes the connection: the server sees the end of the requests, answers can still
+  // be read.
+  void shutdown_write();
   // Next frame, or nullopt when the server closed the connection or nothing came in time.
   std::optional<Frame> read(std::chrono::milliseconds timeout = 10s);
   // True when the server closes the connection within `timeout` (reading and discarding).

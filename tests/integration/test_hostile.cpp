@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "harness.hpp"
@@ -22,6 +23,13 @@ std::string backend_with(const std::string& extra_processes = "") {
          "    processes:\n" +
          ticker_processes("web") + extra_processes;
 }
+
+// A process that writes 64 KiB lines to stdout as fast as it can.
+const std::string kFloodProcess =
+    "      - id: flood\n"
+    "        command: /bin/sh\n"
+    "        args: [-c, 'while true; do head -c 65536 /dev/zero | tr \"\\\\0\" x; echo; done']\n"
+    "        stop_timeout: 2s\n";
 
 // The server answers a status request on a fresh connection.
 bool serves(const Mgmtd& d) {
@@ -159,6 +167,7 @@ TEST_CASE("a client that sends requests without reading the answers is held back
   }
   INFO("requests taken before the server held back: " << sent);
   CHECK(sent < kMax);
+  CHECK(sent > 300);  // 32 KiB of answers at least: it held back because of them
   CHECK(serves(d));  // others are served meanwhile
 
   // Reading resumes the connection: every answer comes, whole and in order, and then the
@@ -175,8 +184,29 @@ TEST_CASE("a client that sends requests without reading the answers is held back
   CHECK(as_status(*f).entry.id == "web");
 }
 
+TEST_CASE("a client that half-closes after its requests still gets every answer", "[hostile]") {
+  Mgmtd d(backend_with());
+  RawConn c(d.socket());
+  // More answers than the socket buffers hold: some are still queued in the server when it
+  // reads the end of the requests.
+  constexpr std::uint64_t kCount = 5000;
+  std::string burst;
+  for (std::uint64_t seq = 1; seq <= kCount; ++seq) {
+    burst += make_frame(0xA2, seq, encode(StatusRequest{"web"}));
+  }
+  c.send_bytes(burst);
+  c.shutdown_write();
+  std::this_thread::sleep_for(300ms);
+  for (std::uint64_t seq = 1; seq <= kCount; ++seq) {
+    auto f = c.read(10s);
+    REQUIRE(f);
+    REQUIRE(f->header.seq == seq);
+  }
+  CHECK(c.closed_by_server(10s));
+}
+
 TEST_CASE("a client that stops reading its answers is closed by the idle timeout", "[hostile]") {
-  Mgmtd d(backend_with() + "limits:\n  max_queue: 64KiB\n  idle_timeout: 500ms\n");
+  Mgmtd d(backend_with() + "limits:\n  max_queue: 64KiB\n  idle_timeout: 2s\n");
   RawConn c(d.socket());
   std::uint64_t sent = 0;
   while (sent < 200000 &&
@@ -192,17 +222,28 @@ TEST_CASE("a client that stops reading its answers is closed by the idle timeout
 
 TEST_CASE("a stream reader that never reads is disconnected, others are unaffected",
           "[hostile]") {
-  const std::string flood =
-      "      - id: flood\n"
-      "        command: /bin/sh\n"
-      "        args: [-c, 'while true; do head -c 65536 /dev/zero | tr \"\\\\0\" x; echo; done']\n"
-      "        stop_timeout: 2s\n";
-  Mgmtd d(backend_with(flood) + "limits:\n  max_queue: 64KiB\n"
-                                 "streams:\n  spill_quota: 1MiB\n  on_overflow: disconnect\n");
+  Mgmtd d(backend_with(kFloodProcess) +
+          "limits:\n  max_queue: 64KiB\n"
+          "streams:\n  spill_quota: 1MiB\n  on_overflow: disconnect\n");
   RawConn stuck(d.socket());
   stuck.send(to_byte(MsgType::LogsRequest), encode(LogsRequest{"flood", 0, true, 0, 0}));
   // Never read: the kernel buffers fill, then the server's queue, then it lets go.
   REQUIRE(wait_until([&] { return d.log().find("disconnecting it") != std::string::npos; }, 20s));
+  CHECK(stuck.closed_by_server(10s));
+  CHECK(serves(d));
+}
+
+TEST_CASE("a reader being disconnected that reads nothing at all is closed after frame_timeout",
+          "[hostile]") {
+  Mgmtd d(backend_with(kFloodProcess) +
+          "limits:\n  max_queue: 64KiB\n  frame_timeout: 1s\n"
+          "streams:\n  spill_quota: 1MiB\n  on_overflow: disconnect\n");
+  RawConn stuck(d.socket());
+  stuck.send(to_byte(MsgType::LogsRequest), encode(LogsRequest{"flood", 0, true, 0, 0}));
+  // It never reads: its notice cannot be delivered, so it is not waited for forever.
+  REQUIRE(wait_until([&] { return d.log().find("disconnecting it") != std::string::npos; }, 20s));
+  CHECK(wait_until(
+      [&] { return d.log().find("to be disconnected reads nothing") != std::string::npos; }, 10s));
   CHECK(stuck.closed_by_server(10s));
   CHECK(serves(d));
 }

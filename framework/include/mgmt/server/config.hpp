@@ -39,13 +39,16 @@ struct Limits {
   std::uint32_t max_request = 1u << 20;        // largest request payload accepted
   std::size_t max_queue_bytes = 8u << 20;      // per-connection outgoing bytes in memory:
                                                // streams spill beyond it, and a client whose
-                                               // unread answers reach it is read no further
+                                               // unread answers reach half of it is read no
+                                               // further until they drain
   std::size_t max_connections = 1024;
   // A connection waiting for its next request, or paused because its answers go unread
   // (see max_queue_bytes) with none taken, is closed after this (0 = never). Streams and
   // requests in progress are not affected.
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
-  // Once a frame has begun, all of it must arrive within this (0 = no limit).
+  // Once a frame has begun, all of it must arrive within this (0 = no limit). A stream
+  // reader being disconnected (streams.on_overflow: disconnect) that reads nothing for this
+  // long is closed without its notice.
   std::chrono::milliseconds frame_timeout{std::chrono::seconds(10)};
 };
 
