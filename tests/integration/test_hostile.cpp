@@ -31,6 +31,19 @@ const std::string kFloodProcess =
     "        args: [-c, 'while true; do head -c 65536 /dev/zero | tr \"\\\\0\" x; echo; done']\n"
     "        stop_timeout: 2s\n";
 
+// mgmtd with the flood process, a 64 KiB queue, a 1 MiB spill quota and
+// on_overflow: disconnect; `more_limits` goes into the limits section.
+std::string disconnecting_flood(const std::string& more_limits = "") {
+  return backend_with(kFloodProcess) + "limits:\n  max_queue: 64KiB\n" + more_limits +
+         "streams:\n  spill_quota: 1MiB\n  on_overflow: disconnect\n";
+}
+
+// Follows the flood's log on `c`, reading nothing, until mgmtd decides to disconnect it.
+void follow_until_disconnect(const Mgmtd& d, RawConn& c) {
+  c.send(to_byte(MsgType::LogsRequest), encode(LogsRequest{"flood", 0, true, 0, 0}));
+  REQUIRE(wait_until([&] { return d.log().find("disconnecting it") != std::string::npos; }, 20s));
+}
+
 // The server answers a status request on a fresh connection.
 bool serves(const Mgmtd& d) {
   RawConn c(d.socket());
@@ -222,26 +235,20 @@ TEST_CASE("a client that stops reading its answers is closed by the idle timeout
 
 TEST_CASE("a stream reader that never reads is disconnected, others are unaffected",
           "[hostile]") {
-  Mgmtd d(backend_with(kFloodProcess) +
-          "limits:\n  max_queue: 64KiB\n"
-          "streams:\n  spill_quota: 1MiB\n  on_overflow: disconnect\n");
+  Mgmtd d(disconnecting_flood());
   RawConn stuck(d.socket());
-  stuck.send(to_byte(MsgType::LogsRequest), encode(LogsRequest{"flood", 0, true, 0, 0}));
   // Never read: the kernel buffers fill, then the server's queue, then it lets go.
-  REQUIRE(wait_until([&] { return d.log().find("disconnecting it") != std::string::npos; }, 20s));
+  follow_until_disconnect(d, stuck);
   CHECK(stuck.closed_by_server(10s));
   CHECK(serves(d));
 }
 
 TEST_CASE("a reader being disconnected that reads nothing at all is closed after frame_timeout",
           "[hostile]") {
-  Mgmtd d(backend_with(kFloodProcess) +
-          "limits:\n  max_queue: 64KiB\n  frame_timeout: 1s\n"
-          "streams:\n  spill_quota: 1MiB\n  on_overflow: disconnect\n");
+  Mgmtd d(disconnecting_flood("  frame_timeout: 1s\n"));
   RawConn stuck(d.socket());
-  stuck.send(to_byte(MsgType::LogsRequest), encode(LogsRequest{"flood", 0, true, 0, 0}));
   // It never reads: its notice cannot be delivered, so it is not waited for forever.
-  REQUIRE(wait_until([&] { return d.log().find("disconnecting it") != std::string::npos; }, 20s));
+  follow_until_disconnect(d, stuck);
   CHECK(wait_until(
       [&] { return d.log().find("to be disconnected reads nothing") != std::string::npos; }, 10s));
   CHECK(stuck.closed_by_server(10s));

@@ -13,7 +13,6 @@
 #include <limits>
 #include <map>
 #include <optional>
-#include <span>
 #include <stdexcept>
 
 namespace mgmt::process {
@@ -43,28 +42,6 @@ class Reader {
 
   [[noreturn]] void fail(const YAML::Node& n, const std::string& msg) const {
     throw std::runtime_error(where(n) + ": " + msg);
-  }
-
-  void only_keys(const YAML::Node& map, std::initializer_list<std::string_view> allowed,
-                 std::string_view section) const {
-    for (const auto& kv : map) {
-      const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : std::string();
-      bool ok = false;
-      for (std::string_view a : allowed) ok = ok || key == a;
-      if (!ok) unknown_key(kv.first, key, {allowed.begin(), allowed.size()}, section);
-    }
-  }
-
-  [[noreturn]] void unknown_key(const YAML::Node& at, std::string_view key,
-                                std::span<const std::string_view> allowed,
-                                std::string_view section) const {
-    std::string list;
-    for (std::string_view a : allowed) {
-      if (!list.empty()) list += ", ";
-      list += a;
-    }
-    fail(at, "unknown key \"" + std::string(key) + "\" in " + std::string(section) +
-                 " (expected one of: " + list + ")");
   }
 
   std::string scalar(const YAML::Node& n, std::string_view what) const {
@@ -141,12 +118,13 @@ class Reader {
     if (!n.IsMap()) {
       fail(n, "resources must be a map such as {max_rss: 512MiB, on_exceed: kill}");
     }
-    only_keys(n, {"max_rss", "on_exceed", "sample_interval"}, "resources");
+    const Fields f(*this, n, {"max_rss", "on_exceed", "sample_interval"}, "resources");
     Resources r;
-    if (!n["max_rss"]) fail(n, "resources needs max_rss, e.g. `max_rss: 512MiB`");
-    r.max_rss = positive_size(n["max_rss"], "max_rss");
-    if (n["on_exceed"]) {
-      const YAML::Node v = n["on_exceed"];
+    const YAML::Node* max_rss = f["max_rss"];
+    if (max_rss == nullptr) fail(n, "resources needs max_rss, e.g. `max_rss: 512MiB`");
+    r.max_rss = positive_size(*max_rss, "max_rss");
+    if (const YAML::Node* on_exceed = f["on_exceed"]) {
+      const YAML::Node& v = *on_exceed;
       const std::string s = v.IsScalar() ? v.Scalar() : std::string();
       if (s == "kill") {
         r.on_exceed.action = OnExceed::Action::kill;
@@ -160,10 +138,10 @@ class Reader {
                     s + "\")");
       }
     }
-    if (n["sample_interval"]) {
-      r.sample_interval = duration(n["sample_interval"], "sample_interval");
+    if (const YAML::Node* interval = f["sample_interval"]) {
+      r.sample_interval = duration(*interval, "sample_interval");
       if (r.sample_interval < std::chrono::milliseconds(10)) {
-        fail(n["sample_interval"], "sample_interval must be at least 10ms");
+        fail(*interval, "sample_interval must be at least 10ms");
       }
     }
     return r;
@@ -181,7 +159,15 @@ class Reader {
         static const std::string kNoKey;
         const std::string& key = kv.first.IsScalar() ? kv.first.Scalar() : kNoKey;
         const auto at = std::find(keys_.begin(), keys_.end(), key);
-        if (at == keys_.end()) r.unknown_key(kv.first, key, keys_, section);
+        if (at == keys_.end()) {
+          std::string list;
+          for (std::string_view k : keys_) {
+            if (!list.empty()) list += ", ";
+            list += k;
+          }
+          r.fail(kv.first, "unknown key \"" + key + "\" in " + std::string(section) +
+                               " (expected one of: " + list + ")");
+        }
         auto& slot = values_[static_cast<std::size_t>(at - keys_.begin())];
         if (!slot) slot = kv.second;
       }
