@@ -4,9 +4,12 @@
 //                 client goes away. The connection takes no more requests.
 // Errors (unknown id, a stream above 1) come as one frame with eof true whose `d` is the
 // readable error (what Go clients print) and whose `err` extension carries it for ours.
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "mgmt/handler_support.hpp"
 #include "mgmt/plugin.hpp"
@@ -80,6 +83,43 @@ class ChunkEncoder {
   bool ok_ = false;
 };
 
+// Puts a follow's snapshot before every chunk. The backend calls on_chunk from its own
+// thread as soon as follow_logs() has subscribed, which can be before the handler has pushed
+// the snapshot (on the I/O thread): chunks that come that early are held here and pushed
+// right after the snapshot, in order; once it is out they go straight to the connection.
+// Only the short window before the snapshot takes the mutex.
+class SnapshotGate {
+ public:
+  template <class Push>
+  void chunk(std::string_view chunk, const Push& push) {
+    if (!open_.load(std::memory_order_acquire)) {
+      std::lock_guard lock(mu_);
+      if (!open_.load(std::memory_order_relaxed)) {
+        held_.emplace_back(chunk);
+        return;
+      }
+    }
+    push(chunk);
+  }
+
+  // Pushes the snapshot, then what was held, then opens the gate. A chunk arriving meanwhile
+  // waits on the mutex, so it cannot overtake them.
+  template <class PushSnapshot, class Push>
+  void open(const PushSnapshot& push_snapshot, const Push& push) {
+    std::lock_guard lock(mu_);
+    push_snapshot();
+    for (const std::string& c : held_) push(c);
+    held_.clear();
+    held_.shrink_to_fit();
+    open_.store(true, std::memory_order_release);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> held_;
+  std::atomic<bool> open_{false};
+};
+
 class LogsHandler final : public mgmt::Handler {
  public:
   explicit LogsHandler(const mgmt::PluginEnv& env) : backend_(*env.backend) {}
@@ -123,26 +163,32 @@ class LogsHandler final : public mgmt::Handler {
               false, {}});
         },
         kLogsStream);
-    auto on_chunk =
-        [ex, id = req.id, s = req.s,
-         enc = std::make_shared<const ChunkEncoder>(req.id, req.s)](std::string_view chunk) {
-          if (enc->ok()) {
-            enc->push(*ex, kLogsStream, chunk);
-          } else {
-            ex->push_units(kLogsStream,
-                           mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}}),
-                           chunk.size());
-          }
-        };
-    mgmt::FollowResult r = backend_.follow_logs(q, std::move(on_chunk));
+    auto push_chunk = [ex, id = req.id, s = req.s,
+                       enc = std::make_shared<const ChunkEncoder>(req.id, req.s)](
+                          std::string_view chunk) {
+      if (enc->ok()) {
+        enc->push(*ex, kLogsStream, chunk);
+      } else {
+        ex->push_units(kLogsStream,
+                       mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}}),
+                       chunk.size());
+      }
+    };
+    auto gate = std::make_shared<SnapshotGate>();
+    mgmt::FollowResult r = backend_.follow_logs(
+        q, [gate, push_chunk](std::string_view chunk) { gate->chunk(chunk, push_chunk); });
     if (!r.err.empty()) {
       fail(*ex, req, r.err);
       return;
     }
-    // We run on the I/O thread, so chunks the subscription delivers meanwhile are queued
-    // behind this snapshot.
-    ex->push(kLogsStream, mgmt::encode(mgmt::LogsStream{req.id, req.s, std::move(r.snapshot),
-                                                        false, {}}));
+    // The subscription may already be delivering chunks from the backend's thread: the gate
+    // keeps them behind this snapshot.
+    gate->open(
+        [&] {
+          ex->push(kLogsStream, mgmt::encode(mgmt::LogsStream{
+                                    req.id, req.s, std::move(r.snapshot), false, {}}));
+        },
+        push_chunk);
     ex->hold(std::shared_ptr<mgmt::Subscription>(std::move(r.subscription)));
   }
 
