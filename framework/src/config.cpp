@@ -215,7 +215,7 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
     std::string runtime_dir;
     if (const auto server = root["server"]) {
       if (!server.IsMap()) r.fail(server, "server must be a map");
-      r.only_keys(server, {"socket", "runtime_dir", "write_hint", "release_code_pages"}, "server");
+      r.only_keys(server, {"socket", "runtime_dir", "write_hint"}, "server");
       if (server["socket"] && server["runtime_dir"]) {
         r.fail(server["runtime_dir"], "give either server.socket or server.runtime_dir, not both");
       }
@@ -224,10 +224,6 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
         runtime_dir = absolute_from(base_dir, r.scalar(server["runtime_dir"], "server.runtime_dir"));
       }
       if (server["write_hint"]) cfg.write_hint = r.boolean(server["write_hint"], "server.write_hint");
-      if (server["release_code_pages"]) {
-        cfg.release_code_pages =
-            r.boolean(server["release_code_pages"], "server.release_code_pages");
-      }
     }
     if (cfg.socket_path.empty()) {
       if (runtime_dir.empty()) runtime_dir = default_runtime_dir();

@@ -85,69 +85,15 @@ TEST_CASE("configuration errors name the file, line and column", "[startup]") {
     CHECK_THAT(r.err, Catch::Contains(file + ":7:") && Catch::Contains("sometimes"));
   }
   SECTION("a switch that is not a boolean") {
-    const auto r = check_config(dir, "server:\n  release_code_pages: maybe\n" + kProcessBackend);
+    const auto r = check_config(dir, "server:\n  write_hint: maybe\n" + kProcessBackend);
     CHECK(r.exit_code == 2);
-    CHECK_THAT(r.err,
-               Catch::Contains(at(file, 2, 23)) && Catch::Contains("server.release_code_pages"));
+    CHECK_THAT(r.err, Catch::Contains(at(file, 2, 15)) && Catch::Contains("server.write_hint"));
   }
   SECTION("missing file") {
     const auto r = run({MGMTD_BIN, "--check", "-c", dir.file("absent.yaml")});
     CHECK(r.exit_code == 2);
     CHECK_THAT(r.err, Catch::Contains("absent.yaml") && Catch::Contains("No such file"));
   }
-}
-
-TEST_CASE("mgmtd releases its start-up code pages once ready and after each reload",
-          "[startup][memory]") {
-  Mgmtd d(kProcessBackend);
-  const auto count_of = [&](const std::string& what) {
-    const std::string log = d.log();
-    std::size_t n = 0;
-    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
-    return n;
-  };
-  // "released code pages of N mappings: ..." lines, counted once complete (N > 0).
-  const std::string kReleased = "released code pages of ";
-  const auto released = [&] {
-    const std::string log = d.log();
-    std::size_t n = 0;
-    for (auto at = log.find(kReleased); at != std::string::npos; at = log.find(kReleased, at + 1)) {
-      const char* p = log.data() + at + kReleased.size();
-      unsigned long mappings = 0;
-      const auto [end, ec] = std::from_chars(p, log.data() + log.size(), mappings);
-      if (ec != std::errc() ||
-          std::string_view(end, log.data() + log.size()).rfind(" mappings", 0) != 0) {
-        continue;  // not all written yet
-      }
-      CHECK(mappings > 0);
-      ++n;
-    }
-    return n;
-  };
-  REQUIRE(wait_until([&] { return released() == 1 || count_of("cannot release") > 0; }));
-  if (count_of("cannot release") > 0) {
-    WARN("this kernel does not page out on request: " << d.log());
-    return;
-  }
-  // It serves on: whatever it needs comes back.
-  const auto list = d.ctl({"list"});
-  CHECK(list.exit_code == 0);
-  CHECK_THAT(list.out, Catch::Contains("web"));
-
-  REQUIRE(::kill(d.pid(), SIGHUP) == 0);
-  REQUIRE(wait_until([&] { return count_of("reloaded ") == 1 && released() == 2; }));
-
-  // Switched off by the reloaded file: the reload that reads it releases nothing.
-  const std::string marker = "  write_hint: false\n";
-  std::string cfg = read_file(d.dir().file("mgmt.yaml"));
-  REQUIRE(cfg.find(marker) != std::string::npos);
-  cfg.insert(cfg.find(marker) + marker.size(), "  release_code_pages: false\n");
-  d.dir().write("mgmt.yaml", cfg);
-  REQUIRE(::kill(d.pid(), SIGHUP) == 0);
-  REQUIRE(wait_until([&] { return count_of("reloaded ") == 2; }));
-  // The reload ran on the I/O thread, which answers this only after it.
-  CHECK(d.ctl({"status", "web"}).exit_code == 0);
-  CHECK(released() == 2);
 }
 
 TEST_CASE("broken plugins are refused with the file and the reason", "[startup][plugins]") {

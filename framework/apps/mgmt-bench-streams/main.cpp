@@ -1,9 +1,9 @@
 // mgmt-bench-streams: starts mgmtd (beside this binary) on a private socket and measures
 //   - events: N subscribers (1, 10, 100) fed by the `flood` backend; per subscriber the
 //     events/s from the start request to its last event, sequence gaps (lost events) and
-//     stall notices; mgmtd's peak RSS;
+//     stall notices; mgmtd's peak private memory (RssAnon);
 //   - follow: one `logs -f` follower of a child writing as fast as it can
-//     (`head -c SIZE /dev/zero`): MB/s and mgmtd's peak RSS.
+//     (`head -c SIZE /dev/zero`): MB/s and mgmtd's peak RssAnon.
 // Prints a Markdown table. Options: --events N (per burst, default 200000),
 // --follow-bytes N (default 1 GiB), --subs 1,10,100.
 //
@@ -46,11 +46,13 @@ namespace {
 
 std::string self_dir() { return fs::read_symlink("/proc/self/exe").parent_path().string(); }
 
-std::uint64_t rss_kib(pid_t pid) {
+// The server's private resident memory (heap, stacks, queues): what a backlog costs. VmRSS
+// would add clean code and library pages the kernel can drop and other processes share.
+std::uint64_t rss_anon_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+    if (line.rfind("RssAnon:", 0) == 0) return std::stoull(line.substr(8));
   }
   return 0;
 }
@@ -180,7 +182,7 @@ struct RssSampler {
   explicit RssSampler(pid_t pid) {
     t = std::thread([this, pid] {
       while (!stop.load()) {
-        peak = std::max<std::uint64_t>(peak.load(), rss_kib(pid));
+        peak = std::max<std::uint64_t>(peak.load(), rss_anon_kib(pid));
         std::this_thread::sleep_for(10ms);
       }
     });
@@ -483,7 +485,7 @@ int main(int argc, char** argv) {
   }
   try {
     std::printf("| run | load | events/s per subscriber (mean) | slowest subscriber | total "
-                "events/s | lost | stall notices | mgmtd peak RSS (MiB) |\n");
+                "events/s | lost | stall notices | mgmtd peak RssAnon (MiB) |\n");
     std::printf("|---|---|---|---|---|---|---|---|\n");
     for (std::size_t n : subs) bench_events(n, n >= 100 ? events / 4 : events);
     bench_follow(follow_bytes);

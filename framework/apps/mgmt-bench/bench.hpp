@@ -46,6 +46,18 @@ long parse_long(const std::string& s, const std::string& what);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, std::string_view data);
 
+// A process's memory, in KiB: VmRSS and its peak from /proc/PID/status, then what is
+// really its own: RssAnon, and PSS and Private_Dirty from /proc/PID/smaps_rollup.
+struct MemoryFigures {
+  std::uint64_t vmrss_kib = 0;
+  std::uint64_t vmhwm_kib = 0;
+  std::uint64_t rss_anon_kib = 0;
+  std::uint64_t pss_kib = 0;
+  std::uint64_t private_dirty_kib = 0;
+};
+// Throws std::runtime_error when the process's /proc files cannot be read.
+MemoryFigures memory_of(long pid);
+
 // Subcommands.
 int cmd_load(const Args& a);
 int cmd_capture(const Args& a);
@@ -53,5 +65,6 @@ int cmd_floor(const Args& a);
 int cmd_hold(const Args& a);
 int cmd_startup(const Args& a);
 int cmd_wall(const Args& a);
+int cmd_mem(const Args& a);
 
 }  // namespace mgmt::bench

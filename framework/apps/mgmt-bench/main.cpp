@@ -25,6 +25,9 @@ constexpr const char* kUsage = R"(usage: mgmt-bench <command> [options]
            spawn to first successful connect, N times (SIGTERM after each).
   wall     [--repeat N] -- COMMAND ARGS...
            wall time of a command (stdout to /dev/null), N times.
+  mem      --pid PID
+           a process's memory in KiB: VmRSS and VmHWM, and what is its own:
+           RssAnon, PSS and Private_Dirty (/proc/PID/smaps_rollup).
 
 packaging/bench.sh runs the whole comparison against mgmtd and prints a table.
 )";
@@ -47,6 +50,7 @@ int main(int argc, char** argv) {
     if (cmd == "hold") return cmd_hold(args);
     if (cmd == "startup") return cmd_startup(args);
     if (cmd == "wall") return cmd_wall(args);
+    if (cmd == "mem") return cmd_mem(args);
     throw UsageError("unknown command '" + cmd + "'");
   } catch (const UsageError& e) {
     std::cerr << "mgmt-bench: " << e.what() << "\n\n" << kUsage;

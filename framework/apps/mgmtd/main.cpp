@@ -92,7 +92,6 @@ int main(int argc, char** argv) {
       ready.mark(cfg.socket_path);  // [sidecar] --ready-file: listening, processes started
       mgmt::log::info(*log, "mgmtd {} ready ({} plugins loaded, pid {})", MGMTD_VERSION,
                       runtime.summary().size(), ::getpid());
-      runtime.release_code_pages();  // start-up is over
       server.run();
     } catch (const std::exception& e) {
       mgmt::log::error(*log, "{}", e.what());

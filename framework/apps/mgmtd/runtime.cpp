@@ -8,7 +8,6 @@
 #include <spdlog/spdlog.h>
 
 #include "mgmt/log.hpp"
-#include "mgmt/server/memory.hpp"
 #include "mgmt/server/plugin_loader.hpp"
 
 namespace fs = std::filesystem;
@@ -105,28 +104,8 @@ void Runtime::attach(Server& server) {
   server.on_reload([this] { (void)reload(); });
 }
 
-void Runtime::release_code_pages() const noexcept {
-  if (!cfg_.release_code_pages) return;
-  const CodePageRelease r = mgmt::release_code_pages();
-  if (!r.error.empty()) {
-    mgmt::log::info(*log_,
-                    "cannot release start-up code pages: {} (server.release_code_pages: false "
-                    "stops trying)",
-                    r.error);
-    return;
-  }
-  const auto mib = [](std::uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
-  mgmt::log::debug(*log_, "released code pages of {} mappings: RSS {:.1f} MiB -> {:.1f} MiB",
-                   r.mappings, mib(r.rss_before), mib(r.rss_after));
-}
-
 std::string Runtime::reload() {
   const std::string file = cfg_.file;
-  // Whatever the outcome, parsing and loading ran code that the server does not need again.
-  struct ReleaseAfter {
-    const Runtime& self;
-    ~ReleaseAfter() { self.release_code_pages(); }
-  } release_after{*this};
   auto refuse = [&](const std::string& why) {
     mgmt::log::error(*log_, "reload of {} refused, the running configuration stays: {}", file, why);
     return why;

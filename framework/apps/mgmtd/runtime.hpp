@@ -53,11 +53,6 @@ class Runtime {
   // Destroys the handlers, then the backend (each releases its library as it goes).
   void release();
 
-  // Once start-up is over (and at the end of every reload): hands the kernel back the code
-  // pages only start-up used (mgmt::release_code_pages), unless server.release_code_pages
-  // is false.
-  void release_code_pages() const noexcept;
-
  private:
   static void drop_plugin_configs(ServerConfig& cfg);
   PluginEnv handler_env(const PluginRef& ref, const std::string& file,

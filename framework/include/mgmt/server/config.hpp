@@ -73,8 +73,6 @@ struct ServerConfig {
   std::string file;                            // the config file itself
   std::string socket_path;
   bool write_hint = true;                      // write cliwrap's runtime-dir hint file
-  // After start-up and after each reload: release_code_pages() (mgmt/server/memory.hpp).
-  bool release_code_pages = true;
   std::vector<std::string> plugin_dirs;        // absolute
   PluginRef backend;
   std::map<std::uint8_t, PluginRef> handlers;  // request types and extra commands
