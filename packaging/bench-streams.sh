@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Event fan-out and log follow throughput of mgmtd, in one run: prints a Markdown table
-# (the one in README.md, "Streaming and backpressure").
+# (the one in docs/streaming.md).
 #
 #   bash packaging/bench-streams.sh     # builds the release preset first
 #

@@ -1,9 +1,9 @@
 // Compatibility with the Go reference implementation of the cliwrap management protocol.
 //
-// Every frame in wire-vectors/ was written by the Go codec. For each one we check the
-// header, decode the payload to exactly the values wire-vectors/README.md lists, re-encode
+// Every frame in tests/compat/vectors/ was written by the Go codec. For each one we check the
+// header, decode the payload to exactly the values tests/compat/vectors/README.md lists, re-encode
 // with our codec, and decode again. Our encodings are then inspected independently with
-// msgpack-cxx for the properties the Go decoder relies on (PROTOCOL.md "Payloads").
+// msgpack-cxx for the properties the Go decoder relies on (docs/protocol.md "Payloads").
 #include <catch2/catch.hpp>
 
 #include <msgpack.hpp>
@@ -289,8 +289,8 @@ std::string canonical(std::string_view payload) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Integer widths in our output (PROTOCOL.md: "Integers use the smallest msgpack encoding
-// that holds the value"). A raw walk, since msgpack-cxx hides the width.
+// Integer widths in our output (docs/protocol.md, "Payloads": mgmtd writes every integer in
+// its smallest form). A raw walk, since msgpack-cxx hides the width.
 struct WidthWalker {
   std::string_view d;
   std::size_t pos = 0;
@@ -428,7 +428,7 @@ struct VectorInfo {
   std::uint8_t type;
 };
 
-// The table of wire-vectors/README.md: file number = seq.
+// The table of tests/compat/vectors/README.md: file number = seq.
 const VectorInfo kVectors[] = {
     {"01_list_request", 0xA0},
     {"02_list_response_empty", 0xA1},
@@ -519,7 +519,7 @@ TEST_CASE("vector 01_list_request", "[compat]") {
   CHECK(frame.size() == mgmt::kHeaderSize);
   CHECK(check_frame(frame, 0xA0, 1).empty());
   check_vector<mgmt::ListRequest>("01_list_request", 0xA0, 1, [](const mgmt::ListRequest&) {});
-  // Our list request: no payload, or an empty map (PROTOCOL.md); the frame is byte-identical
+  // Our list request: no payload, or an empty map (docs/protocol.md); the frame is byte-identical
   // when we send none.
   CHECK(mgmt::make_frame(0xA0, 1, "") == frame);
 }
@@ -839,7 +839,7 @@ TEST_CASE("vectors: responses carry every key the Go client reads", "[compat]") 
 }
 
 TEST_CASE("vectors: our encoder uses the smallest integer encodings", "[compat]") {
-  // PROTOCOL.md: "Integers use the smallest msgpack encoding that holds the value".
+  // docs/protocol.md, "Payloads": mgmtd writes every integer in its smallest form.
   // The README allows the Go side's fixed widths on receipt; this checks what we send.
   std::vector<std::string> payloads;
   mgmt::Entry e;

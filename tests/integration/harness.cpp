@@ -146,6 +146,37 @@ RunResult Background::wait(std::chrono::milliseconds timeout) {
   return r;
 }
 
+std::string probe_process(const std::string& id) {
+  return "      - id: " + id +
+         "\n"
+         "        command: /bin/sleep\n"
+         "        args: ['100000']\n"
+         "        autostart: false\n"
+         "        stop_timeout: 5s\n";
+}
+
+void confirm_subscription(const std::string& socket, RawConn& sub, const std::string& probe) {
+  RawConn ctl(socket);
+  const bool seen = wait_until(
+      [&] {
+        for (const MsgType op : {MsgType::StartRequest, MsgType::StopRequest}) {
+          ctl.send(to_byte(op), encode(IdRequest{probe}));
+          const auto answer = ctl.read(20s);
+          REQUIRE(answer);
+          REQUIRE(as_status(*answer).err.empty());
+        }
+        // The stop was answered after its event was queued to every subscriber.
+        while (auto f = sub.read(2s)) {
+          EventsStream e;
+          REQUIRE(decode(f->payload, e).empty());
+          if (e.pid == probe && e.t == event::stopped) return true;
+        }
+        return false;
+      },
+      60s);
+  REQUIRE(seen);
+}
+
 std::string ticker_processes(const std::string& id) {
   return "      - id: " + id +
          "\n"

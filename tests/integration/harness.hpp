@@ -122,4 +122,16 @@ class RawConn {
 // Convenience: the StatusResponse in `f` (fails the test if it is another type).
 StatusResponse as_status(const Frame& f);
 
+// The YAML of a process that only serves as a probe: `sleep`, not started by itself.
+std::string probe_process(const std::string& id = "probe");
+
+// Returns once the server has registered the events subscription just sent on `sub`.
+// Requests on different connections are served in no promised order, so a round trip on
+// another connection proves nothing; instead the probe process `probe` (which the
+// subscription's filter must let through, with its `process.stopped`) is started and
+// stopped until `sub` sees it stopped. The probe's events are consumed; the next frame on
+// `sub` is an event that happened after them.
+void confirm_subscription(const std::string& socket, RawConn& sub,
+                          const std::string& probe = "probe");
+
 }  // namespace mgmt::test

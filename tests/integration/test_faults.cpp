@@ -42,11 +42,12 @@ TEST_CASE("a child killed with SIGKILL is reported and restarted", "[faults]") {
   Mgmtd d(
       "backend:\n  plugin: process\n  config:\n    processes:\n"
       "      - id: victim\n        command: /bin/sleep\n        args: ['1000']\n"
-      "        restart: on_failure\n        restart_backoff: 100ms\n");
+      "        restart: on_failure\n        restart_backoff: 100ms\n" +
+      probe_process());
   REQUIRE(wait_until([&] { return status_of(d, "victim").state == "running"; }));
   RawConn sub(d.socket());
-  sub.send(to_byte(MsgType::EventsSubscribe), encode(EventsSubscribe{{"victim"}, {}}));
-  status_of(d, "victim");  // the subscription is registered once this round trip is done
+  sub.send(to_byte(MsgType::EventsSubscribe), encode(EventsSubscribe{{"victim", "probe"}, {}}));
+  confirm_subscription(d.socket(), sub);
   const auto pid = static_cast<pid_t>(status_of(d, "victim").pid);
   REQUIRE(::kill(pid, SIGKILL) == 0);
   const auto evs = events_until(sub, std::string(event::started));

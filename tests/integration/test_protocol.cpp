@@ -322,33 +322,43 @@ TEST_CASE("log follow streams the snapshot and then every new chunk", "[protocol
 }
 
 TEST_CASE("events reach subscribers, filtered by process and type", "[protocol][events]") {
-  Mgmtd d(kBackend);
+  Mgmtd d(kBackend + probe_process());
   wait_state(d.socket(), "web", state::running);
+  // The wire vector's subscription (nil pids, no types), then one filtered by process and
+  // type; each confirmed by the probe's events before anything else happens (`all` sees
+  // the probe again while `filtered` is confirmed: it keeps only web's events below).
   RawConn all(d.socket());
   all.send_bytes(vector_frame("16_events_subscribe_all"));
+  confirm_subscription(d.socket(), all);
   RawConn filtered(d.socket());
   filtered.send(to_byte(MsgType::EventsSubscribe),
-                encode(EventsSubscribe{{"web"}, {std::string(event::stopped)}}));
-  // Give both subscriptions a moment to register by a round trip on a third connection
-  // (requests are handled in order on the single I/O thread).
-  RawConn ctl(d.socket());
-  entry_of(ctl, "web");
+                encode(EventsSubscribe{{"web", "probe"}, {std::string(event::stopped)}}));
+  confirm_subscription(d.socket(), filtered);
 
+  RawConn ctl(d.socket());
   ctl.send(to_byte(MsgType::StopRequest), encode(IdRequest{"idle"}));  // not running: no event
+  REQUIRE(ctl.read());
+  // A process outside the filter's list: `all` sees its events, `filtered` does not.
+  ctl.send(to_byte(MsgType::StartRequest), encode(IdRequest{"idle"}));
+  REQUIRE(ctl.read());
+  ctl.send(to_byte(MsgType::StopRequest), encode(IdRequest{"idle"}));
   REQUIRE(ctl.read());
   ctl.send(to_byte(MsgType::StopRequest), encode(IdRequest{"web"}));
   REQUIRE(ctl.read());
 
   std::vector<EventsStream> got;
+  bool saw_idle_stopped = false;
   REQUIRE(wait_until([&] {
     auto f = all.read(5s);
     if (!f) return true;
     CHECK(int(f->header.type) == 0xA7);
     EventsStream e;
     REQUIRE(decode(f->payload, e).empty());
-    got.push_back(e);
+    saw_idle_stopped = saw_idle_stopped || (e.pid == "idle" && e.t == event::stopped);
+    if (e.pid == "web") got.push_back(e);
     return e.t == event::stopped && e.pid == "web";
   }));
+  CHECK(saw_idle_stopped);
   REQUIRE(got.size() >= 2);
   CHECK(got[got.size() - 2].t == event::stopping);
   CHECK(got.back().t == event::stopped);

@@ -64,7 +64,8 @@ bool running(const Mgmtd& d, const std::string& id) {
 }  // namespace
 
 TEST_CASE("reload adds, removes and restarts only what changed", "[reload]") {
-  Mgmtd d(body(sleeper("keep", "1000") + sleeper("change", "1000") + sleeper("drop", "1000")));
+  Mgmtd d(body(sleeper("keep", "1000") + sleeper("change", "1000") + sleeper("drop", "1000") +
+               probe_process()));
   REQUIRE(wait_until([&] { return running(d, "keep") && running(d, "change") && running(d, "drop"); }));
   const auto before = list(d);
   const auto keep_pid = find(before, "keep")->pid;
@@ -74,7 +75,7 @@ TEST_CASE("reload adds, removes and restarts only what changed", "[reload]") {
   // A subscriber connected across the reload keeps its stream.
   RawConn sub(d.socket());
   sub.send(to_byte(MsgType::EventsSubscribe), encode(EventsSubscribe{}));
-  list(d);
+  confirm_subscription(d.socket(), sub);
 
   rewrite(d, body(sleeper("keep", "1000") + sleeper("change", "2000") + sleeper("added", "1000")));
   CHECK(reload(d).empty());

@@ -153,7 +153,13 @@ TEST_CASE("a SIGKILLed mgmtd leaves nothing running once it is started again",
   const auto [leader2, grandchild2] = record(1);
   CHECK(pid_alive(leader2));
   CHECK(pid_alive(grandchild2));
-  const std::string log = second.log();
+  // The child can write its pids before the backend has logged its spawn: wait for the
+  // line rather than reading the log once.
+  std::string log;
+  REQUIRE(wait_until([&] {
+    log = second.log();
+    return log.find("process tree: spawned pid") != std::string::npos;
+  }));
   const auto killed = log.find("leftover process");
   const auto spawned = log.find("process tree: spawned pid");
   INFO(log);

@@ -1,4 +1,4 @@
-// MessagePack payload codec (PROTOCOL.md "Payloads", wire-vectors/README.md "How the Go
+// MessagePack payload codec (docs/protocol.md "Payloads", tests/compat/vectors/README.md "How the Go
 // encoder chooses encodings", messages.hpp): tolerant decoding, field-naming errors,
 // hostile input, and the Entry extension keys.
 //
@@ -406,7 +406,7 @@ Outcome run_decoder(std::uint8_t type, std::string_view payload) {
 
 const std::uint8_t kAllTypes[] = {0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8};
 
-// Payloads of the Go wire vectors (wire-vectors/*.bin after the 17-byte header).
+// Payloads of the Go wire vectors (tests/compat/vectors/*.bin after the 17-byte header).
 struct GoPayload {
   const char* name;
   std::uint8_t type;
@@ -753,7 +753,7 @@ TEST_CASE("messages: nil decodes to an empty list or empty byte data", "[message
 }
 
 TEST_CASE("messages: str for byte data (not specified by the protocol)", "[messages]") {
-  // PROTOCOL.md only says byte slices are bin. Either accepting a str for `d` (as the Go
+  // docs/protocol.md only says byte slices are bin. Either accepting a str for `d` (as the Go
   // decoder does) or rejecting it naming the field is acceptable; silently mangling is not.
   mgmt::LogsStream m;
   const std::string err = mgmt::decode(mp::map({{"d", mp::str("text")}, {"eof", mp::t}}), m);
@@ -1060,7 +1060,7 @@ TEST_CASE("messages: a payload that is not a map is an error", "[messages]") {
 }
 
 TEST_CASE("messages: a nil payload (not specified by the protocol)", "[messages]") {
-  // PROTOCOL.md says every struct is a map and a ListRequest is no payload or an empty map;
+  // docs/protocol.md says every struct is a map and a ListRequest is no payload or an empty map;
   // it says nothing of a payload that is msgpack nil. The Go decoder takes nil as the zero
   // struct. Either that or an error is acceptable; anything else is not.
   const std::string nil = mp::nil;
