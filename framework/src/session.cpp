@@ -85,7 +85,10 @@ class SessionExchange final : public Exchange {
     std::string_view frame[kMaxParts];
     frame[0] = std::string_view(reinterpret_cast<const char*>(head), kHeaderSize);
     for (std::size_t i = 0; i < count; ++i) frame[i + 1] = parts[i];
-    streaming_.store(true);
+    // The first push makes the connection a stream, whatever the session is doing: a push
+    // that finds the writer busy (an earlier answer still going out) does not kick it, and
+    // without this the session would never watch for its client leaving.
+    if (!streaming_.exchange(true)) post([](Session& s) { s.on_begin_stream(); });
     return session_->push_frame(std::span<const std::string_view>(frame, count + 1), units);
   }
 

@@ -124,6 +124,53 @@ std::shared_ptr<RecordingExchange> follow_request() {
   return std::make_shared<RecordingExchange>(encode(LogsRequest{"p", 0, true, 0, 0}));
 }
 
+// ---------------------------------------------------------------------------------------
+// A real mgmtd.
+
+// A process that writes `bytes` bytes of x once, then nothing; one that never writes; and
+// the metrics command (for the server's counters).
+std::string big_and_quiet(std::size_t bytes) {
+  return "backend:\n"
+         "  plugin: process\n"
+         "  config:\n"
+         "    processes:\n"
+         "      - id: big\n"
+         "        command: /bin/sh\n"
+         "        args: [-c, 'head -c " +
+         std::to_string(bytes) +
+         " /dev/zero | tr \"\\\\0\" x; exec sleep 100000']\n"
+         "        log_buffer: 8MiB\n"
+         "        stop_timeout: 2s\n"
+         "      - id: quiet\n"
+         "        command: /bin/sleep\n"
+         "        args: ['100000']\n"
+         "        stop_timeout: 2s\n"
+         "commands:\n"
+         "  0xAE: {plugin: metrics, config: {listen: \"127.0.0.1:0\"}}\n";
+}
+
+// A counter of `mgmtctl metrics` (-1 when it cannot be read).
+long metric(const Mgmtd& d, const std::string& name) {
+  const auto r = d.ctl({"metrics"});
+  if (r.exit_code != 0) return -1;
+  const std::string key = "\n" + name + " ";
+  const auto at = ("\n" + r.out).find(key);
+  if (at == std::string::npos) return -1;
+  return std::stol(r.out.substr(at + key.size() - 1));
+}
+
+// Connections open besides the one asking.
+long other_connections(const Mgmtd& d) { return metric(d, "mgmtd_connections_open") - 1; }
+
+std::string logs_of(const Mgmtd& d, const std::string& id) {
+  RawConn c(d.socket());
+  c.send(to_byte(MsgType::LogsRequest), encode(LogsRequest{id, 0, false, 0, 0}));
+  const auto f = c.read(20s);
+  if (!f) return {};
+  LogsStream ls;
+  return decode(f->payload, ls).empty() ? ls.d : std::string();
+}
+
 }  // namespace
 
 TEST_CASE("logs -f: a chunk delivered while the follow is set up comes after the snapshot",
@@ -172,4 +219,29 @@ TEST_CASE("logs -f: chunks from another thread racing the snapshot are neither l
   INFO("first difference at frame " << first_difference << " of " << got.size());
   const bool same = got == want;
   CHECK(same);
+}
+
+TEST_CASE("a follow that starts behind a large answer still notices its client leaving",
+          "[defects][streaming]") {
+  constexpr std::size_t kBig = 2u << 20;  // far more than a socket buffer holds
+  Mgmtd d(big_and_quiet(kBig));
+  REQUIRE(wait_until([&] { return logs_of(d, "big").size() >= kBig; }, 20s));
+  REQUIRE(wait_until([&] { return other_connections(d) == 0; }));
+  {
+    RawConn c(d.socket());
+    // Both at once: the follow is taken while the big answer is still being written.
+    c.send_bytes(make_frame(to_byte(MsgType::LogsRequest), 1,
+                            encode(LogsRequest{"big", 0, false, 0, 0})) +
+                 make_frame(to_byte(MsgType::LogsRequest), 2,
+                            encode(LogsRequest{"quiet", 0, true, 0, 0})));
+    const auto answer = c.read(20s);
+    REQUIRE(answer);
+    CHECK(answer->header.seq == 1);
+    const auto snapshot = c.read(20s);
+    REQUIRE(snapshot);
+    CHECK(snapshot->header.seq == 2);
+    CHECK(other_connections(d) == 1);
+  }
+  // The quiet process never writes again: only watching the connection can tell it is gone.
+  CHECK(wait_until([&] { return other_connections(d) == 0; }, 10s));
 }
