@@ -198,7 +198,11 @@ std::optional<std::string> Child::read_exec_status() {
 }
 
 void Child::signal_group(int sig) const noexcept {
-  if (pid_ > 0) ::kill(-pid_, sig);
+  if (pid_ <= 0) return;
+  ::kill(-pid_, sig);
+  // The leader may have moved itself to another group (setpgid): it is still ours, and
+  // until it is reaped its pid is too.
+  ::kill(pid_, sig);
 }
 
 bool Child::has_exited() const noexcept {

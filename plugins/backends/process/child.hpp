@@ -68,7 +68,7 @@ class Child {
   // "exec /nope: No such file or directory".
   std::optional<std::string> read_exec_status();
 
-  // Signals the child's whole process group.
+  // Signals the child's whole process group, and the child itself (wherever its group).
   void signal_group(int sig) const noexcept;
   // True once the child has exited (it is a zombie or already gone), without reaping it:
   // until it is reaped its pid, and so its process group id, cannot be reused.

@@ -46,7 +46,7 @@ struct ManagedProcess {
   std::optional<Child> child;
   bool spawn_requested = false;  // state starting, waiting for the supervisor to fork
   bool exec_failed = false;      // the current child never ran the program
-  bool abandoned = false;        // survived SIGKILL during shutdown; no longer waited for
+  bool abandoned = false;        // survived SIGKILL (a stop gave up); no longer waited for
   bool stop_queued = false;      // shutdown: stop once every dependent is down
 
   // Live reload (ProcessBackend::reconfigure).

@@ -158,6 +158,15 @@ void ProcessBackend::shutdown() {
     for (const auto& p : procs_) {
       if (p->spawn_requested || p->state == state::restarting) {
         cancel_start(*p, " by shutdown", done);
+      } else if (p->child && p->abandoned) {
+        // A stop gave up on it earlier: one more try, then it is left behind. (One still
+        // stopping goes on as it was; its timers abandon it if it cannot be killed.)
+        p->child->signal_group(SIGKILL);
+        const std::string what = "process " + p->spec.id + " (pid " +
+                                 std::to_string(p->child->pid()) +
+                                 ") did not exit after SIGKILL";
+        if (log_) mgmt::log::error(*log_, "shutdown: {}; leaving it behind", what);
+        emit(nullptr, event::shutdown_incomplete, what);
       } else if (p->child && p->state != state::stopping && !p->exec_failed) {
         p->stop_queued = true;  // the supervisor stops dependents before dependencies
       }
@@ -973,6 +982,11 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
   p.child.reset();
   changed();  // no pid any more; the state, exit code and signal follow below, still locked
   save_groups();
+  if (p.abandoned && log_) {
+    mgmt::log::warn(*log_, "process {}: given up on after SIGKILL, has exited after all",
+                    p.spec.id);
+  }
+  p.abandoned = false;
   p.exec_failed = false;
   p.kill_at.reset();
   p.give_up_at.reset();
@@ -1055,14 +1069,17 @@ void ProcessBackend::on_timers(SteadyTime now, Completions& done) {
     }
     if (p.give_up_at && now >= *p.give_up_at && p.child) {
       p.give_up_at.reset();
+      // Uninterruptible sleep, or a kill that cannot reach it: nobody waits for it any
+      // more (not a client's stop, not shutdown), but its pidfd stays polled, so if it
+      // ever exits it is still reaped and recorded as stopped.
       const std::string what = "process " + p.spec.id + " (pid " +
                                std::to_string(p.child->pid()) + ") did not exit after SIGKILL";
-      if (log_) mgmt::log::error(*log_, "{}", what);
-      if (shutting_down_) {
-        p.abandoned = true;
-        emit(nullptr, event::shutdown_incomplete, what);
-        finish_waiters(p.stop_waiters, what, p, done);
-      }
+      if (log_) mgmt::log::error(*log_, "{}; no longer waiting for it", what);
+      p.abandoned = true;
+      p.last_error = what;
+      changed();
+      if (shutting_down_) emit(nullptr, event::shutdown_incomplete, what);
+      finish_waiters(p.stop_waiters, what, p, done);
     }
   }
 }

@@ -28,6 +28,12 @@
 // children and waits for them by pid may find them reaped by this backend; such a plugin
 // should set `subreaper: false` here, or use pidfds.
 //
+// Giving up. A stop sends SIGTERM to the child's group (and the child), SIGKILL after
+// stop_timeout; a child still there kKillGrace after SIGKILL (uninterruptible sleep) is
+// abandoned: its stop waiters are answered with the reason, shutdown no longer waits for
+// it (and logs it as left behind), but its pidfd stays polled, so an exit that comes
+// after all is still reaped and recorded.
+//
 // Live reload. reconfigure() diffs the new `processes:` against the live records by id,
 // under the lock: an equal spec is left alone; a removed record is marked `retired`
 // (invisible to find(), list() and the start order at once), its child stopped like a
