@@ -24,9 +24,10 @@ namespace {
 // subscription the session holds; Session::close() drops those, which ends the cycle.
 class SessionExchange final : public Exchange {
  public:
-  SessionExchange(const std::shared_ptr<Session>& s, asio::io_context& io, std::uint8_t type,
-                  std::uint64_t seq, std::string payload)
-      : session_(s),
+  SessionExchange(const std::shared_ptr<Session>& s, std::shared_ptr<Handler> handler,
+                  asio::io_context& io, std::uint8_t type, std::uint64_t seq, std::string payload)
+      : handler_(std::move(handler)),
+        session_(s),
         closed_(s->closed_flag()),
         io_(io),
         type_(type),
@@ -118,6 +119,9 @@ class SessionExchange final : public Exchange {
     asio::dispatch(io_, [s = session_, f = std::forward<F>(f)]() mutable { f(*s); });
   }
 
+  // The handler serving this exchange stays (with its library) while the exchange lives,
+  // even once a reload replaced it: the server frees replaced handlers nothing holds.
+  const std::shared_ptr<Handler> handler_;
   std::shared_ptr<Session> session_;
   std::shared_ptr<std::atomic<bool>> closed_;
   asio::io_context& io_;
@@ -181,6 +185,7 @@ void Session::next_request() {
     return;
   }
   const std::size_t have = in_end_ - in_begin_;
+  if (have > 0 && frame_deadline_ == kNoDeadline) frame_begins();
   if (have < kHeaderSize) {
     fill_buffer();
     return;
@@ -210,8 +215,22 @@ void Session::next_request() {
     read_rest_of_payload(buffered);
     return;
   }
+  frame_deadline_ = kNoDeadline;
   cancel_timer();
   dispatch();
+}
+
+void Session::frame_begins() {
+  const auto limit = host_.limits.frame_timeout;
+  frame_deadline_ = limit.count() > 0 ? std::chrono::steady_clock::now() + limit : kNoDeadline;
+}
+
+void Session::arm_frame_timer() {
+  if (frame_deadline_ == kNoDeadline) {
+    cancel_timer();  // frame_timeout 0: no limit
+    return;
+  }
+  arm_timer_at(frame_deadline_, "frame timeout");
 }
 
 void Session::fill_buffer() {
@@ -224,7 +243,7 @@ void Session::fill_buffer() {
   if (in_end_ == 0) {
     arm_timer(host_.limits.idle_timeout, "idle timeout");
   } else {
-    arm_timer(host_.limits.frame_timeout, "frame timeout");
+    arm_frame_timer();
   }
   socket_.async_read_some(
       asio::buffer(&in_buf_[in_end_], in_buf_.size() - in_end_),
@@ -247,7 +266,7 @@ void Session::fill_buffer() {
 }
 
 void Session::read_rest_of_payload(std::size_t have) {
-  arm_timer(host_.limits.frame_timeout, "frame timeout");
+  arm_frame_timer();
   payload_.resize(header_.length);
   asio::async_read(socket_, asio::buffer(payload_.data() + have, payload_.size() - have),
                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
@@ -255,6 +274,7 @@ void Session::read_rest_of_payload(std::size_t have) {
                        self->close("client closed mid-frame");
                        return;
                      }
+                     self->frame_deadline_ = kNoDeadline;
                      self->cancel_timer();
                      self->dispatch();
                    });
@@ -262,6 +282,7 @@ void Session::read_rest_of_payload(std::size_t have) {
 
 void Session::discard_payload(std::size_t remaining) {
   if (remaining == 0) {
+    frame_deadline_ = kNoDeadline;
     cancel_timer();
     answer_now(error_reply("request of " + std::to_string(header_.length) +
                            " bytes exceeds this server's limit of " +
@@ -269,7 +290,7 @@ void Session::discard_payload(std::size_t remaining) {
                            " bytes (limits.max_request)"));
     return;
   }
-  arm_timer(host_.limits.frame_timeout, "frame timeout");
+  arm_frame_timer();
   in_begin_ = in_end_ = 0;
   const std::size_t n = std::min(remaining, in_buf_.size());
   asio::async_read(socket_, asio::buffer(in_buf_.data(), n),
@@ -292,7 +313,11 @@ void Session::arm_timer(std::chrono::milliseconds after, const char* why) {
     cancel_timer();
     return;
   }
-  deadline_ = std::chrono::steady_clock::now() + after;
+  arm_timer_at(std::chrono::steady_clock::now() + after, why);
+}
+
+void Session::arm_timer_at(std::chrono::steady_clock::time_point deadline, const char* why) {
+  deadline_ = deadline;
   timer_why_ = why;
   if (timer_waiting_ && timer_.expiry() <= deadline_) return;  // it will re-arm itself
   wait_timer();
@@ -312,6 +337,7 @@ void Session::wait_timer() {
     }
     mgmt::log::info(*self->host_.log, "conn {} (pid {}): {}; closing the connection", self->id_,
                     self->peer_pid_, self->timer_why_);
+    self->host_.stats.timeout();
     self->close(self->timer_why_);
   });
 }
@@ -344,8 +370,8 @@ void Session::dispatch() {
                            type_hex(type) + " (grant it under access.rules in mgmt.yaml)"));
     return;
   }
-  auto ex = std::make_shared<SessionExchange>(shared_from_this(), host_.io, type, header_.seq,
-                                              std::move(payload_));
+  auto ex = std::make_shared<SessionExchange>(shared_from_this(), host_.dispatcher->handler(type),
+                                              host_.io, type, header_.seq, std::move(payload_));
   payload_.clear();
   try {
     h->handle(ex);

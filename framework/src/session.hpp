@@ -115,6 +115,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void dispatch();
   void answer_now(std::string payload);
   void arm_timer(std::chrono::milliseconds after, const char* why);
+  void arm_timer_at(std::chrono::steady_clock::time_point deadline, const char* why);
+  // Bytes of a new frame have come in (or were left over from the previous one): from now,
+  // all of it must arrive within limits.frame_timeout.
+  void frame_begins();
+  // Arms the timer for the deadline of the frame being read.
+  void arm_frame_timer();
   void wait_timer();
   void cancel_timer();
   void watch_stream();
@@ -155,6 +161,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t timer_gen_ = 0;
   static constexpr auto kNoDeadline = std::chrono::steady_clock::time_point::max();
   std::chrono::steady_clock::time_point deadline_ = kNoDeadline;  // of the armed timeout
+  // When the frame being read must be complete (kNoDeadline between frames): fixed by its
+  // first byte, so dripping bytes does not push it back.
+  std::chrono::steady_clock::time_point frame_deadline_ = kNoDeadline;
   const char* timer_why_ = "";
   bool timer_waiting_ = false;  // an async_wait is pending on timer_
 

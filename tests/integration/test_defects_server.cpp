@@ -245,3 +245,47 @@ TEST_CASE("a follow that starts behind a large answer still notices its client l
   // The quiet process never writes again: only watching the connection can tell it is gone.
   CHECK(wait_until([&] { return other_connections(d) == 0; }, 10s));
 }
+
+namespace {
+
+// Sends `bytes` in pieces of `piece`, waiting `interval` (less than the frame timeout)
+// after each one for the server to close the connection. Returns how many bytes had gone
+// when it did, or bytes.size() when it never did.
+std::size_t drip_until_closed(RawConn& c, const std::string& bytes, std::size_t piece,
+                              std::chrono::milliseconds interval) {
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    const std::string next = bytes.substr(sent, piece);
+    if (!c.send_within(next, 5s)) return sent;
+    sent += next.size();
+    if (c.closed_by_server(interval)) return sent;
+  }
+  return sent;
+}
+
+}  // namespace
+
+TEST_CASE("a frame header dripped slower than the frame timeout allows is closed",
+          "[defects][timeouts]") {
+  Mgmtd d(big_and_quiet(10) + "limits:\n  frame_timeout: 1s\n  idle_timeout: 1h\n");
+  RawConn c(d.socket());
+  const std::string frame =
+      make_frame(to_byte(MsgType::StatusRequest), 1, encode(StatusRequest{"quiet"}));
+  // Each byte comes well within the timeout of the previous one, but the header as a whole
+  // takes far longer than it.
+  const std::size_t sent = drip_until_closed(c, frame.substr(0, kHeaderSize), 1, 400ms);
+  CHECK(sent < kHeaderSize);
+  CHECK(wait_until([&] { return d.log().find("frame timeout") != std::string::npos; }));
+  CHECK(metric(d, "mgmtd_timeouts_total") == 1);
+}
+
+TEST_CASE("an oversized payload being skipped must also arrive within the frame timeout",
+          "[defects][timeouts]") {
+  Mgmtd d(big_and_quiet(10) + "limits:\n  frame_timeout: 1s\n  max_request: 1KiB\n");
+  RawConn c(d.socket());
+  // Over max_request: the server reads and discards it, 4 KiB at a time.
+  const std::string frame =
+      make_frame(to_byte(MsgType::StatusRequest), 1, std::string(64 * 1024, 'x'));
+  const std::size_t sent = drip_until_closed(c, frame, 4096, 400ms);
+  CHECK(sent < frame.size());
+}
