@@ -1,5 +1,6 @@
 #include "mgmt/server/server.hpp"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -115,10 +116,13 @@ struct Server::Impl {
   void begin_shutdown(const char* why);
   void finish_shutdown();
   void wait_signal();
+  void release_retired();
 
   ServerOptions opts;
   std::shared_ptr<const Dispatcher> dispatcher;
-  std::vector<std::shared_ptr<const Dispatcher>> retired;
+  // Tables replaced by reloads whose handlers still serve an exchange or a stream: each
+  // handler goes (with its library) once the last of those is gone.
+  std::vector<std::shared_ptr<Dispatcher>> retired;
   std::function<void()> reload;
   Backend& backend;
   std::shared_ptr<spdlog::logger> log;
@@ -196,6 +200,8 @@ void Server::listen() {
   const mode_t old_mask = ::umask(0177);
   try {
     m.acceptor.open(asio::local::stream_protocol());
+    // Asio opens and accepts without SOCK_CLOEXEC: no child may inherit a socket.
+    ::fcntl(m.acceptor.native_handle(), F_SETFD, FD_CLOEXEC);
     m.acceptor.bind(asio::local::stream_protocol::endpoint(path));
     m.acceptor.listen();
   } catch (const boost::system::system_error& e) {
@@ -236,6 +242,7 @@ void Server::Impl::accept() {
       accept();
       return;
     }
+    ::fcntl(sock.native_handle(), F_SETFD, FD_CLOEXEC);
     if (sessions.size() >= opts.limits.max_connections) {
       mgmt::log::warn(*log, "refusing a connection: {} connections open (limits.max_connections)",
                       sessions.size());
@@ -323,6 +330,9 @@ void Server::run() {
   m.accept();
   m.host.on_closed = [&m](Session* s) {
     m.sessions.erase(s);
+    // Its exchanges and streams are gone: a handler replaced by a reload may be unused now.
+    // Later, from the event loop, where no plugin code is on the stack.
+    if (!m.retired.empty()) asio::post(m.io, [&m] { m.release_retired(); });
     if (m.shutting_down && m.sessions.empty() && !m.backend_stopper.joinable()) {
       m.drain_timer.cancel();
     }
@@ -335,9 +345,16 @@ const ServerStats& Server::stats() const { return impl_->stats; }
 
 void Server::set_dispatcher(std::shared_ptr<const Dispatcher> d) {
   auto& m = *impl_;
-  m.retired.push_back(std::move(m.dispatcher));
+  // Copied: the runtime keeps its own pointer to the table it gave us, so the one retired
+  // here must be ours to empty.
+  m.retired.push_back(std::make_shared<Dispatcher>(*m.dispatcher));
   m.dispatcher = std::move(d);
   m.host.dispatcher = m.dispatcher.get();
+  m.release_retired();
+}
+
+void Server::Impl::release_retired() {
+  std::erase_if(retired, [this](const auto& old) { return old->release_unused(*dispatcher); });
 }
 
 void Server::update(const Limits& limits, const AccessConfig& access) {

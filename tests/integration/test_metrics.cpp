@@ -404,3 +404,43 @@ TEST_CASE("metrics: an address in use is retried until it is free", "[metrics]")
   CHECK(wait_until([&] { return d.log().find("serving metrics on http://127.0.0.1:" + port) != std::string::npos; }));
   CHECK(curl({"http://127.0.0.1:" + port + "/metrics"}).status == 200);
 }
+
+TEST_CASE("metrics: a reload that replaces the exporter stops the old one", "[metrics][reload]") {
+  const std::string head = "backend: {plugin: process}\ncommands:\n  0xAD: reload\n";
+  Mgmtd d(head + "  0xAE: {plugin: metrics, config: {listen: \"127.0.0.1:0\"}}\n");
+  const std::string addr = metrics_address(d);
+  REQUIRE(addr.rfind("127.0.0.1:", 0) == 0);
+  const std::string port = addr.substr(addr.find(':') + 1);
+  REQUIRE(curl({"http://" + addr + "/metrics"}).status == 200);
+  const auto threads = [&] {
+    std::istringstream status(read_file("/proc/" + std::to_string(d.pid()) + "/status"));
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+    }
+    return -1;
+  };
+  const int baseline = threads();
+  const auto answers = [&] {
+    return run({"/usr/bin/curl", "-sS", "--max-time", "5", "http://" + addr + "/metrics"})
+               .exit_code == 0;
+  };
+  const auto reconfigure = [&](const std::string& listen) {
+    d.dir().write("mgmt.yaml", "server:\n  socket: " + d.socket() + "\n  write_hint: false\n" +
+                                   head + "  0xAE: {plugin: metrics, config: {listen: " + listen +
+                                   "}}\n");
+    const auto r = d.ctl({"reload"});
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+  };
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    // Switched off: the replaced exporter is destroyed, so nothing answers on its port.
+    reconfigure("off");
+    INFO(d.log());
+    CHECK(wait_until([&] { return !answers(); }));
+    // Back on the same port: the new exporter binds it (the old one let it go).
+    reconfigure("\"127.0.0.1:" + port + "\"");
+    CHECK(wait_until([&] { return answers(); }));
+  }
+  // No exporter thread of a replaced plugin lingers.
+  CHECK(wait_until([&] { return threads() == baseline; }));
+}

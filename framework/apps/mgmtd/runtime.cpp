@@ -163,11 +163,13 @@ std::string Runtime::reload() {
 
   // Commit.
   const std::size_t dropped = slot_keys_.size() - static_cast<std::size_t>(kept);
+  // Ours first: the server then holds the only other reference to the old table, and
+  // frees at once the replaced handlers that no exchange or stream still uses.
+  dispatcher_ = std::move(dispatcher);
   if (server_) {
-    server_->set_dispatcher(dispatcher);
+    server_->set_dispatcher(dispatcher_);
     server_->update(next.limits, next.access);
   }
-  dispatcher_ = std::move(dispatcher);
   slot_keys_ = std::move(keys);
   info_->plugins = std::move(plugins);
   summary_ = std::move(summary);

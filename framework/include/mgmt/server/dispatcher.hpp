@@ -29,6 +29,19 @@ class Dispatcher {
   void clear() noexcept {
     for (auto& h : table_) h.reset();
   }
+  // A table replaced by a reload (`current` serves from now on): lets go of the handlers
+  // that nothing else holds any more (no exchange, no stream, not kept by `current`), each
+  // destroyed here with its library; true once it holds none. Call it where no plugin code
+  // is on the stack.
+  bool release_unused(const Dispatcher& current) noexcept {
+    bool empty = true;
+    for (std::size_t t = 0; t < table_.size(); ++t) {
+      auto& h = table_[t];
+      if (h && (h.use_count() == 1 || h == current.table_[t])) h.reset();
+      empty = empty && !h;
+    }
+    return empty;
+  }
 
  private:
   std::array<std::shared_ptr<Handler>, 256> table_{};

@@ -45,8 +45,9 @@ class Server {
   const ServerStats& stats() const;
 
   // Live reload, on the I/O thread only (a SIGHUP handler or a request handler).
-  // Requests from now on go to `d`. The previous table is kept until the server is
-  // destroyed, so a stream still served by a replaced handler keeps its code loaded.
+  // Requests from now on go to `d`. A handler of the previous table that `d` does not keep
+  // is destroyed (and its library released) as soon as no exchange or stream uses it: at
+  // once when idle, else once the last connection it serves has closed.
   void set_dispatcher(std::shared_ptr<const Dispatcher> d);
   // New limits and access rules. Connections already open keep the rights they were
   // given when they connected.
