@@ -157,6 +157,80 @@ SpillQueue::Options queue_options(const SessionHost& host, std::uint64_t id) {
 
 }  // namespace
 
+namespace {
+
+const char* kind_text(LogLimiter::Kind k) {
+  switch (k) {
+    case LogLimiter::Kind::refused:
+      return "refused connections, limits.max_connections";
+    case LogLimiter::Kind::refused_uid:
+      return "refused connections, limits.max_connections_per_uid";
+    case LogLimiter::Kind::bad_header:
+      return "bad frame headers, connections closed";
+    case LogLimiter::Kind::denied:
+      return "requests denied by the access rules";
+    case LogLimiter::Kind::timeout:
+      return "connections closed by a timeout";
+    case LogLimiter::Kind::stream_input:
+      return "stream clients closed for sending data";
+    case LogLimiter::Kind::count_:
+      break;
+  }
+  return "?";
+}
+
+constexpr std::chrono::seconds kLogWindow{1};
+
+}  // namespace
+
+LogLimiter::LogLimiter(asio::io_context& io, std::shared_ptr<spdlog::logger> log)
+    : log_(std::move(log)), timer_(io) {}
+
+bool LogLimiter::allow(Kind kind) {
+  const auto now = std::chrono::steady_clock::now();
+  Window& w = windows_[static_cast<std::size_t>(kind)];
+  if (now - w.began >= kLogWindow) {
+    if (w.suppressed > 0) summarise(now);  // the timer has not fired yet
+    w = Window{now, 0, 0};
+  }
+  if (w.logged < kBurst) {
+    ++w.logged;
+    return true;
+  }
+  ++w.suppressed;
+  arm();
+  return false;
+}
+
+void LogLimiter::summarise(std::chrono::steady_clock::time_point now) {
+  for (std::size_t i = 0; i < windows_.size(); ++i) {
+    Window& w = windows_[i];
+    if (w.suppressed == 0 || now - w.began < kLogWindow) continue;
+    mgmt::log::warn(*log_, "{} more like this in the last second ({})", w.suppressed,
+                    kind_text(static_cast<Kind>(i)));
+    // A new window starts now: a flood that goes on is logged kBurst lines and one summary
+    // a second.
+    w = Window{now, kBurst, 0};
+  }
+}
+
+void LogLimiter::arm() {
+  if (armed_) return;
+  auto first_end = std::chrono::steady_clock::time_point::max();
+  for (const Window& w : windows_) {
+    if (w.suppressed > 0) first_end = std::min(first_end, w.began + kLogWindow);
+  }
+  if (first_end == std::chrono::steady_clock::time_point::max()) return;
+  armed_ = true;
+  timer_.expires_at(first_end);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    armed_ = false;
+    if (ec) return;
+    summarise(std::chrono::steady_clock::now());
+    arm();
+  });
+}
+
 Session::Session(Socket socket, SessionHost& host, std::uint64_t id)
     : socket_(std::move(socket)), host_(host), id_(id), timer_(host.io),
       q_(queue_options(host, id)) {
@@ -194,8 +268,10 @@ void Session::next_request() {
                                        header_);
   if (err != HeaderError::none) {
     // Nothing after a bad header can be trusted to be a frame boundary.
-    mgmt::log::warn(*host_.log, "conn {} (pid {}): {}; closing the connection", id_, peer_pid_,
-                    describe(err));
+    if (host_.log_limit.allow(LogLimiter::Kind::bad_header)) {
+      mgmt::log::warn(*host_.log, "conn {} (pid {} uid {}): {}; closing the connection", id_,
+                      peer_pid_, peer_uid_, describe(err));
+    }
     host_.stats.bad_frame();
     close("bad header");
     return;
@@ -335,8 +411,10 @@ void Session::wait_timer() {
       self->wait_timer();
       return;
     }
-    mgmt::log::info(*self->host_.log, "conn {} (pid {}): {}; closing the connection", self->id_,
-                    self->peer_pid_, self->timer_why_);
+    if (self->host_.log_limit.allow(LogLimiter::Kind::timeout)) {
+      mgmt::log::info(*self->host_.log, "conn {} (pid {}): {}; closing the connection",
+                      self->id_, self->peer_pid_, self->timer_why_);
+    }
     self->host_.stats.timeout();
     self->close(self->timer_why_);
   });
@@ -363,8 +441,10 @@ void Session::dispatch() {
   }
   if ((rights_ & bit(route.right)) == 0) {
     host_.stats.denied();
-    mgmt::log::warn(*host_.log, "conn {}: denied {} to uid {} pid {}: lacks the {} right", id_,
-                    type_hex(type), peer_uid_, peer_pid_, right_name(route.right));
+    if (host_.log_limit.allow(LogLimiter::Kind::denied)) {
+      mgmt::log::warn(*host_.log, "conn {}: denied {} to uid {} pid {}: lacks the {} right", id_,
+                      type_hex(type), peer_uid_, peer_pid_, right_name(route.right));
+    }
     answer_now(error_reply(std::string("permission denied: uid ") + std::to_string(peer_uid_) +
                            " lacks the " + right_name(route.right) + " right needed for " +
                            type_hex(type) + " (grant it under access.rules in mgmt.yaml)"));

@@ -58,6 +58,43 @@ class QueueMutex {
   pthread_mutex_t m_;
 };
 
+// Log lines that any client can cause at will (a refused connection, a bad header...): the
+// first few of each kind in a second are logged, the rest counted and summarised once a
+// second, "N more like this in the last second (...)", so that a flood of bad connections
+// cannot flood the log too. I/O thread only.
+class LogLimiter {
+ public:
+  enum class Kind : std::size_t {
+    refused,       // over limits.max_connections
+    refused_uid,   // over limits.max_connections_per_uid
+    bad_header,
+    denied,        // a request the access rules refuse
+    timeout,       // idle and frame timeouts
+    stream_input,  // a stream client that keeps sending
+    count_
+  };
+  static constexpr unsigned kBurst = 5;  // lines of one kind logged per second
+
+  LogLimiter(asio::io_context& io, std::shared_ptr<spdlog::logger> log);
+  // True when a line of `kind` may be logged now; false when it is only to be counted.
+  bool allow(Kind kind);
+
+ private:
+  struct Window {
+    std::chrono::steady_clock::time_point began{};
+    unsigned logged = 0;
+    std::uint64_t suppressed = 0;
+  };
+  // Logs the summary of every window that has ended; re-arms while some are still open.
+  void summarise(std::chrono::steady_clock::time_point now);
+  void arm();
+
+  std::shared_ptr<spdlog::logger> log_;
+  asio::steady_timer timer_;
+  bool armed_ = false;
+  std::array<Window, static_cast<std::size_t>(Kind::count_)> windows_{};
+};
+
 // What sessions share with the server.
 struct SessionHost {
   asio::io_context& io;
@@ -68,6 +105,7 @@ struct SessionHost {
   std::shared_ptr<spdlog::logger> log;
   std::function<void(Session*)> on_closed;
   StreamsConfig streams;  // spill_dir already resolved (absolute)
+  LogLimiter& log_limit;
 };
 
 class Session : public std::enable_shared_from_this<Session> {

@@ -289,3 +289,68 @@ TEST_CASE("an oversized payload being skipped must also arrive within the frame 
   const std::size_t sent = drip_until_closed(c, frame, 4096, 400ms);
   CHECK(sent < frame.size());
 }
+
+namespace {
+
+// Lines of mgmtd's log that contain `needle`.
+std::vector<std::string> log_lines(const Mgmtd& d, const std::string& needle) {
+  std::vector<std::string> out;
+  const std::string log = d.log();
+  std::size_t at = 0;
+  while (at < log.size()) {
+    std::size_t end = log.find('\n', at);
+    if (end == std::string::npos) end = log.size();
+    const std::string line = log.substr(at, end - at);
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+    at = end + 1;
+  }
+  return out;
+}
+
+// The sum of N over the summary lines "N more like this in the last second (<what>...".
+std::uint64_t summarised(const Mgmtd& d, const std::string& what) {
+  const std::string marker = " more like this in the last second (" + what;
+  std::uint64_t sum = 0;
+  for (const std::string& line : log_lines(d, marker)) {
+    std::size_t end = line.find(marker);
+    std::size_t begin = end;
+    while (begin > 0 && std::isdigit(static_cast<unsigned char>(line[begin - 1]))) --begin;
+    if (begin < end) sum += std::stoull(line.substr(begin, end - begin));
+  }
+  return sum;
+}
+
+// Opens a connection to `socket` and sends `bytes`; closes it at once.
+void connect_and_send(const std::string& socket, const std::string& bytes) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket.c_str(), sizeof addr.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    [[maybe_unused]] const auto n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  }
+  ::close(fd);
+}
+
+}  // namespace
+
+TEST_CASE("a flood of bad headers is logged a few lines a second plus a count",
+          "[defects][log]") {
+  Mgmtd d(big_and_quiet(10));
+  constexpr std::uint64_t kConnections = 2000;
+  const std::string garbage(kHeaderSize, 'G');
+  for (std::uint64_t i = 0; i < kConnections; ++i) connect_and_send(d.socket(), garbage);
+  REQUIRE(wait_until(
+      [&] { return metric(d, "mgmtd_bad_frames_total") == static_cast<long>(kConnections); },
+      30s));
+  // Every bad header is accounted for: logged on its own line, or counted in a summary.
+  const std::string kLine = "bad magic";
+  CHECK(wait_until(
+      [&] { return log_lines(d, kLine).size() + summarised(d, "bad frame header") == kConnections; },
+      10s));
+  const auto lines = log_lines(d, kLine).size();
+  INFO(lines << " lines about bad magic, " << summarised(d, "bad frame header") << " summarised");
+  CHECK(lines < kConnections / 10);
+  CHECK(summarised(d, "bad frame header") > 0);
+}
