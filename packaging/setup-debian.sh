@@ -16,6 +16,7 @@ PACKAGES=(
   util-linux
   dpkg-dev file   # cpack -G DEB: dpkg-shlibdeps computes the packages' dependencies
   curl            # the metrics tests scrape the HTTP endpoint
+  openssh-server openssh-client  # the remote tests: mgmtctl --host ssh:// against a local sshd
 )
 
 missing=()
