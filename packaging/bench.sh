@@ -7,7 +7,8 @@
 # Environment: SKIP_BUILD=1 (use build/release as it is), BENCH_DURATION (seconds per
 # load run, default 2), BENCH_ROUNDS (alternating floor/mgmtd rounds per figure, median
 # kept, default 3), BENCH_PROCS (supervised processes, default 100), BENCH_REPEAT (runs of
-# the start-up and mgmtctl timings, default 20), BUILD_DIR (default build/release).
+# the start-up and mgmtctl timings, default 20), BENCH_UNREAD (clients that never read
+# their answers, default 100), BUILD_DIR (default build/release).
 # Not part of the test suite: it prints figures and asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 NPROCS=${BENCH_PROCS:-100}
 REPEAT=${BENCH_REPEAT:-20}
 NCONN=1000
+NUNREAD=${BENCH_UNREAD:-100}
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   cmake --preset release >/dev/null
@@ -149,6 +151,24 @@ sleep 0.2
 MEM_CONN_FLOOR=$("$BENCH" mem --pid "$FLOOR")
 kill "$HOLD"; wait "$HOLD" 2>/dev/null || true
 
+# --- misbehaving clients: requests sent back to back, answers never read ------------------
+"$BENCH" unread --socket "$SOCK" --connections "$NUNREAD" >"$TMP/unread.out" &
+UNREAD=$!
+PIDS+=("$UNREAD")
+wait_file_line "$TMP/unread.out" holding
+MEM_UNREAD=$("$BENCH" mem --pid "$MGMTD")
+kill "$UNREAD"; wait "$UNREAD" 2>/dev/null || true
+# Freed memory goes back to the kernel a second after connections close: wait (5 s at
+# most) for RssAnon to stop falling.
+prev=0
+for _ in $(seq 50); do
+  cur=$("$BENCH" mem --pid "$MGMTD" | tr ' ' '\n' | awk -F= '$1 == "rss_anon_kib" {print $2}')
+  [[ $cur == "$prev" ]] && break
+  prev=$cur
+  sleep 0.1
+done
+MEM_AFTER=$("$BENCH" mem --pid "$MGMTD")
+
 # --- mgmtctl list wall time (against mgmtd and against the floor) ------------------------
 WALL=$("$BENCH" wall --repeat "$REPEAT" -- "$BIN/mgmtctl" --socket "$SOCK" list)
 WALL_FLOOR=$("$BENCH" wall --repeat "$REPEAT" -- "$BIN/mgmtctl" --socket "$FSOCK" list)
@@ -205,6 +225,8 @@ row "PSS of mgmtd, $NPROCS processes" "$(mib "${P[pss]}")" "—" "—" "—" "�
 row "Private_Dirty / VmRSS (peak) of mgmtd, $NPROCS processes" "$(mib "${P[private_dirty]}") / $(mib "${P[vmrss]}") ($(mib "$(field "$MEM_PROCS" vmhwm_kib)"))" "—" "—" "—" "—"
 row "RssAnon with $NCONN idle connections" "$(mib "${C[rss_anon]}")" "$(mib "${F[rss_anon]}")" "$(ratio "${C[rss_anon]}" "${F[rss_anon]}")" "≤ 32 MiB" "$(verdict "${C[rss_anon]}" "<=" 32768)"
 row "PSS with $NCONN idle connections" "$(mib "${C[pss]}")" "$(mib "${F[pss]}")" "$(ratio "${C[pss]}" "${F[pss]}")" "—" "—"
+row "RssAnon with $NUNREAD clients that never read their answers ($(sed 's/^holding //' "$TMP/unread.out"))" "$(mib "$(field "$MEM_UNREAD" rss_anon_kib)")" "—" "—" "—" "—"
+row "RssAnon once they have gone (freed memory given back)" "$(mib "$(field "$MEM_AFTER" rss_anon_kib)")" "—" "—" "—" "—"
 row "VmRSS with $NCONN idle connections" "$(mib "${C[vmrss]}")" "$(mib "${F[vmrss]}")" "$(ratio "${C[vmrss]}" "${F[vmrss]}")" "—" "—"
 up=$(field "$UP" median_ms); upf=$(field "$UP_FLOOR" median_ms)
 row "start-up to socket ready, $NPLUGINS plugins (median of $REPEAT)" "$up ms" "$upf ms" "$(ratio "$up" "$upf")" "≤ 20 ms" "$(verdict "$up" "<=" 20)"

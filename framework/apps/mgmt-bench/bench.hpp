@@ -63,6 +63,7 @@ int cmd_load(const Args& a);
 int cmd_capture(const Args& a);
 int cmd_floor(const Args& a);
 int cmd_hold(const Args& a);
+int cmd_unread(const Args& a);
 int cmd_startup(const Args& a);
 int cmd_wall(const Args& a);
 int cmd_mem(const Args& a);

@@ -1,9 +1,12 @@
 // The client side: closed-loop load (C connections, one request in flight on each),
 // reply capture for the floor, and a holder of idle connections.
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -194,6 +197,61 @@ int cmd_hold(const Args& a) {
   std::printf("holding %ld connections\n", n);
   std::fflush(stdout);
   // Until SIGTERM/SIGINT, whose default action ends the process (the kernel closes them).
+  for (;;) ::pause();
+}
+
+int cmd_unread(const Args& a) {
+  std::string socket, op = "list", id;
+  long n = 100;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i] == "--socket") socket = take_value(a, i);
+    else if (a[i] == "--connections" || a[i] == "-n") n = parse_long(take_value(a, i), "--connections");
+    else if (a[i] == "--op") op = take_value(a, i);
+    else if (a[i] == "--id") id = take_value(a, i);
+    else throw UsageError("unread: unknown option " + a[i]);
+  }
+  if (socket.empty() || n < 1) throw UsageError("unread: --socket and --connections N>0 are required");
+  std::string frame = request_frame(op, id);
+  // Requests written back to back; the server's answers are never read.
+  std::string burst;
+  for (int i = 0; i < 256; ++i) burst += frame;
+  std::vector<int> fds;
+  std::vector<std::size_t> sent;
+  for (long i = 0; i < n; ++i) {
+    const int fd = connect_unix(socket);
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fds.push_back(fd);
+    sent.push_back(0);
+  }
+  // Round after round until no connection takes a byte for a while: by then the server has
+  // stopped reading each of them (its backlog of answers is full) and the sockets are full.
+  std::uint64_t requests = 0;
+  std::int64_t quiet_since = now_ns();
+  while (now_ns() - quiet_since < 300'000'000) {
+    bool progress = false;
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i] < 0) continue;
+      const std::size_t off = sent[i] % burst.size();
+      const ssize_t w = ::send(fds[i], burst.data() + off, burst.size() - off, MSG_NOSIGNAL);
+      if (w > 0) {
+        sent[i] += static_cast<std::size_t>(w);
+        progress = true;
+      } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        ::close(fds[i]);  // closed by the server
+        fds[i] = -1;
+      }
+    }
+    if (progress) quiet_since = now_ns();
+    else sleep_ns(5'000'000);
+  }
+  long open = 0;
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    requests += sent[i] / frame.size();
+    open += fds[i] >= 0;
+  }
+  std::printf("holding %ld connections, %llu requests sent, no answer read\n", open,
+              static_cast<unsigned long long>(requests));
+  std::fflush(stdout);
   for (;;) ::pause();
 }
 

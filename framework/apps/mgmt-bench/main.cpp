@@ -21,6 +21,10 @@ constexpr const char* kUsage = R"(usage: mgmt-bench <command> [options]
            N-byte frame (default 64). Runs until SIGTERM/SIGINT.
   hold     --socket PATH [--connections N]
            opens N idle connections and keeps them until SIGTERM/SIGINT.
+  unread   --socket PATH [--connections N] [--op list|status] [--id ID]
+           N misbehaving clients: each sends requests back to back and never
+           reads an answer, until the server stops taking them; then holds the
+           connections until SIGTERM/SIGINT.
   startup  --socket PATH [--repeat N] [--timeout S] -- SERVER ARGS...
            spawn to first successful connect, N times (SIGTERM after each).
   wall     [--repeat N] -- COMMAND ARGS...
@@ -48,6 +52,7 @@ int main(int argc, char** argv) {
     if (cmd == "capture") return cmd_capture(args);
     if (cmd == "floor") return cmd_floor(args);
     if (cmd == "hold") return cmd_hold(args);
+    if (cmd == "unread") return cmd_unread(args);
     if (cmd == "startup") return cmd_startup(args);
     if (cmd == "wall") return cmd_wall(args);
     if (cmd == "mem") return cmd_mem(args);
