@@ -297,7 +297,8 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
     if (const auto limits = root["limits"]) {
       if (!limits.IsMap()) r.fail(limits, "limits must be a map");
       r.only_keys(limits,
-                  {"max_request", "max_queue", "max_connections", "idle_timeout", "frame_timeout"},
+                  {"max_request", "max_queue", "max_connections", "max_connections_per_uid",
+                   "reserved_connections", "idle_timeout", "frame_timeout"},
                   "limits");
       if (limits["idle_timeout"]) {
         cfg.limits.idle_timeout = r.duration(limits["idle_timeout"], "limits.idle_timeout");
@@ -321,6 +322,23 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
         const auto v = r.size(limits["max_connections"], "limits.max_connections");
         if (v == 0) r.fail(limits["max_connections"], "limits.max_connections must be at least 1");
         cfg.limits.max_connections = v;
+      }
+      if (limits["max_connections_per_uid"]) {
+        const auto v = r.size(limits["max_connections_per_uid"], "limits.max_connections_per_uid");
+        if (v == 0) {
+          r.fail(limits["max_connections_per_uid"],
+                 "limits.max_connections_per_uid must be at least 1");
+        }
+        cfg.limits.max_connections_per_uid = v;
+      }
+      if (limits["reserved_connections"]) {
+        const auto v = r.size(limits["reserved_connections"], "limits.reserved_connections");
+        if (v >= cfg.limits.max_connections) {
+          r.fail(limits["reserved_connections"],
+                 "limits.reserved_connections must be less than limits.max_connections (" +
+                     std::to_string(cfg.limits.max_connections) + ")");
+        }
+        cfg.limits.reserved_connections = v;
       }
     }
 

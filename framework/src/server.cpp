@@ -109,10 +109,13 @@ struct Server::Impl {
         signals(io),
         drain_timer(io),
         access(::geteuid(), opts.access.rules),
+        log_limit(io, log),
         host{io,  dispatcher.get(), opts.limits, access, stats, log,
-             [this](Session* s) { sessions.erase(s); }, resolved_streams(opts)} {}
+             [this](Session* s) { session_closed(s); }, resolved_streams(opts), log_limit} {}
 
   void accept();
+  bool refused(asio::local::stream_protocol::socket& sock);
+  void session_closed(Session* s);
   void begin_shutdown(const char* why);
   void finish_shutdown();
   void wait_signal();
@@ -132,8 +135,10 @@ struct Server::Impl {
   asio::steady_timer drain_timer;
   AccessPolicy access;
   ServerStats stats;
+  LogLimiter log_limit;
   SessionHost host;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
+  std::unordered_map<std::int64_t, std::size_t> per_uid;  // open sessions by peer uid
   std::uint64_t next_id = 1;
   bool listening = false;
   bool shutting_down = false;
@@ -243,19 +248,69 @@ void Server::Impl::accept() {
       return;
     }
     ::fcntl(sock.native_handle(), F_SETFD, FD_CLOEXEC);
-    if (sessions.size() >= opts.limits.max_connections) {
-      mgmt::log::warn(*log, "refusing a connection: {} connections open (limits.max_connections)",
-                      sessions.size());
+    if (refused(sock)) {
       stats.connection_refused();
       boost::system::error_code ignored;
       sock.close(ignored);
     } else {
       auto s = std::make_shared<Session>(std::move(sock), host, next_id++);
       sessions.emplace(s.get(), s);
+      ++per_uid[s->peer_uid()];
       s->start();
     }
     accept();
   });
+}
+
+// True (and logged, rate-limited) when a new connection is refused. The server's owner and
+// root are held only to max_connections; everyone else also to the per-uid cap, and kept
+// out of the last reserved_connections slots, so that no other user can lock the operator
+// out.
+bool Server::Impl::refused(asio::local::stream_protocol::socket& sock) {
+  const Limits& l = opts.limits;
+  std::int64_t uid = -1;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    uid = cred.uid;
+  }
+  if (sessions.size() >= l.max_connections) {
+    if (log_limit.allow(LogLimiter::Kind::refused)) {
+      mgmt::log::warn(*log,
+                      "refusing a connection from uid {}: {} connections open "
+                      "(limits.max_connections)",
+                      uid, sessions.size());
+    }
+    return true;
+  }
+  if (uid == 0 || uid == static_cast<std::int64_t>(::geteuid())) return false;
+  const auto it = per_uid.find(uid);
+  const std::size_t held = it == per_uid.end() ? 0 : it->second;
+  if (held >= l.per_uid_cap()) {
+    if (log_limit.allow(LogLimiter::Kind::refused_uid)) {
+      mgmt::log::warn(*log,
+                      "refusing a connection from uid {}: it has {} open "
+                      "(limits.max_connections_per_uid)",
+                      uid, held);
+    }
+    return true;
+  }
+  if (sessions.size() >= l.max_connections - l.reserved()) {
+    if (log_limit.allow(LogLimiter::Kind::refused)) {
+      mgmt::log::warn(*log,
+                      "refusing a connection from uid {}: {} connections open, the last {} are "
+                      "kept for the server's owner and root (limits.reserved_connections)",
+                      uid, sessions.size(), l.reserved());
+    }
+    return true;
+  }
+  return false;
+}
+
+void Server::Impl::session_closed(Session* s) {
+  if (sessions.erase(s) == 0) return;
+  const auto it = per_uid.find(s->peer_uid());
+  if (it != per_uid.end() && --it->second == 0) per_uid.erase(it);
 }
 
 void Server::Impl::wait_signal() {
@@ -329,7 +384,7 @@ void Server::run() {
   m.wait_signal();  // listen() put SIGINT, SIGTERM and SIGHUP in the set
   m.accept();
   m.host.on_closed = [&m](Session* s) {
-    m.sessions.erase(s);
+    m.session_closed(s);
     // Its exchanges and streams are gone: a handler replaced by a reload may be unused now.
     // Later, from the event loop, where no plugin code is on the stack.
     if (!m.retired.empty()) asio::post(m.io, [&m] { m.release_retired(); });

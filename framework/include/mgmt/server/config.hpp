@@ -42,6 +42,13 @@ struct Limits {
                                                // unread answers reach half of it is read no
                                                // further until they drain
   std::size_t max_connections = 1024;
+  // Connections one user may hold at once, other than the server's owner and root (0 = a
+  // quarter of max_connections): one user cannot lock everyone else out by opening
+  // connections (and parking them on event subscriptions).
+  std::size_t max_connections_per_uid = 0;
+  // Of max_connections, the last few that only the server's owner and root may take, so
+  // the operator can always get in, whoever else fills the server.
+  std::size_t reserved_connections = 4;
   // A connection waiting for its next request, or paused because its answers go unread
   // (see max_queue_bytes) with none taken, is closed after this (0 = never). Streams and
   // requests in progress are not affected.
@@ -50,6 +57,16 @@ struct Limits {
   // reader being disconnected (streams.on_overflow: disconnect) that reads nothing for this
   // long is closed without its notice.
   std::chrono::milliseconds frame_timeout{std::chrono::seconds(10)};
+
+  std::size_t per_uid_cap() const {
+    if (max_connections_per_uid != 0) return max_connections_per_uid;
+    return max_connections / 4 > 0 ? max_connections / 4 : 1;
+  }
+  // reserved_connections, leaving others at least one slot (the default of 4 on a server
+  // configured for fewer connections).
+  std::size_t reserved() const {
+    return reserved_connections < max_connections ? reserved_connections : max_connections - 1;
+  }
 };
 
 // The `streams` section: how a stream reader that falls behind is handled (events, log
