@@ -4,6 +4,8 @@
 #include "metrics_http.hpp"
 #include "mgmt/log.hpp"
 
+#include <fcntl.h>
+
 #include <charconv>
 #include <chrono>
 #include <mutex>
@@ -154,6 +156,8 @@ void HttpServer::Impl::try_listen() {
   gate = nullptr;  // open once: later retries are about the address only
   boost::system::error_code ec;
   acceptor.open(endpoint.protocol(), ec);
+  // Asio opens and accepts without SOCK_CLOEXEC: no supervised child may inherit a socket.
+  if (!ec) ::fcntl(acceptor.native_handle(), F_SETFD, FD_CLOEXEC);
   if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
@@ -191,6 +195,7 @@ void HttpServer::Impl::accept() {
       });
       return;
     }
+    ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
     std::make_shared<Session>(std::move(s), *this)->start();
     accept();
   });

@@ -2,12 +2,17 @@
 // review and by attack.
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "harness.hpp"
 #include "wait.hpp"
@@ -104,4 +109,95 @@ TEST_CASE("shutdown kills a child that left its process group", "[defects-backen
   CHECK_FALSE(pid_alive(pid));
   // Killed by the stop, not abandoned (and then ended by the parent-death signal).
   CHECK(d.log().find("did not exit after SIGKILL") == std::string::npos);
+}
+
+namespace {
+
+// The fds of `pid` above stderr that a child would inherit across exec: "fd -> target".
+std::vector<std::string> inheritable_fds(pid_t pid) {
+  std::vector<std::string> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fdinfo";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (std::stoi(name) <= 2) continue;
+    std::istringstream info(read_file(e.path().string()));
+    bool cloexec = true;  // gone meanwhile: nothing to inherit
+    for (std::string line; std::getline(info, line);) {
+      if (line.rfind("flags:", 0) != 0) continue;
+      cloexec = (std::stoul(line.substr(6), nullptr, 8) & 02000000) != 0;
+    }
+    if (cloexec) continue;
+    std::error_code link_ec;
+    const auto target = std::filesystem::read_symlink(
+        "/proc/" + std::to_string(pid) + "/fd/" + name, link_ec);
+    out.push_back(name + " -> " + target.string());
+  }
+  return out;
+}
+
+// A TCP connection to 127.0.0.1:`port` that has had one keep-alive HTTP exchange, so the
+// server holds the accepted socket.
+int http_keepalive(const std::string& port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  REQUIRE(::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size()));
+  char buf[256];
+  REQUIRE(::read(fd, buf, sizeof buf) > 0);  // the answer has started: it was accepted
+  return fd;
+}
+
+}  // namespace
+
+TEST_CASE("every descriptor of a running mgmtd is close-on-exec", "[defects-backend]") {
+  TempDir logs;
+  Mgmtd d("backend:\n"
+          "  plugin: process\n"
+          "  config:\n"
+          "    log_file_dir: " + logs.path() + "\n"
+          "    processes:\n" +
+          ticker_processes("ticker") +
+          "commands:\n"
+          "  0xAE: {plugin: metrics, right: read, config: {listen: \"127.0.0.1:0\"}}\n");
+  REQUIRE(wait_until([&] { return entry_of(d.socket(), "ticker").state == "running"; }));
+  // A client connected to the control socket, one following a log, one on the metrics port.
+  RawConn client(d.socket());
+  client.send(to_byte(MsgType::StatusRequest), encode(StatusRequest{"ticker"}));
+  REQUIRE(client.read());
+  RawConn follower(d.socket());
+  LogsRequest follow;
+  follow.id = "ticker";
+  follow.f = true;
+  follower.send(to_byte(MsgType::LogsRequest), encode(follow));
+  REQUIRE(follower.read());
+  std::string addr;
+  REQUIRE(wait_until([&] {
+    const auto r = d.ctl({"call", "0xAE"});
+    const auto at = r.out.find("127.0.0.1:");
+    if (r.exit_code != 0 || at == std::string::npos) return false;
+    const auto end = r.out.find('"', at);
+    addr = r.out.substr(at + 10, end - at - 10);
+    return true;
+  }));
+  const int http = http_keepalive(addr);
+
+  // What mgmtd inherited from whoever runs the tests is not its own doing.
+  std::vector<std::string> leaks;
+  const auto ours = inheritable_fds(::getpid());
+  for (const auto& l : inheritable_fds(d.pid())) {
+    if (std::find(ours.begin(), ours.end(), l) == ours.end()) leaks.push_back(l);
+  }
+  INFO("inheritable: " << [&] {
+    std::string s;
+    for (const auto& l : leaks) s += l + "; ";
+    return s;
+  }());
+  CHECK(leaks.empty());
+  ::close(http);
 }

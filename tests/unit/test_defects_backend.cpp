@@ -202,3 +202,46 @@ TEST_CASE("a stop whose SIGKILL cannot kill is answered, and shutdown still fini
   INFO(r.output);
   CHECK(r.exit_code == 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Descriptors a child must not inherit
+
+// Kernels before 5.11 refuse CLOSE_RANGE_CLOEXEC (EINVAL), and before 5.9 have no
+// close_range at all: a seccomp filter makes this one answer like them.
+TEST_CASE("defects helper: without close_range a child inherits no descriptor",
+          "[.][defects-helper]") {
+  if (!in_helper()) return;
+  REQUIRE(fail_syscall(SYS_close_range, EINVAL));
+  REQUIRE(::syscall(SYS_close_range, 1000, 1000, 0) == -1);
+  REQUIRE(errno == EINVAL);
+  // Descriptors left open across exec, as Asio's sockets were, at numbers no child opens.
+  const int file = ::open("/dev/null", O_RDONLY);
+  REQUIRE(file >= 0);
+  REQUIRE(::dup2(file, 200) == 200);
+  REQUIRE(::dup2(file, 300) == 300);
+  ::close(file);
+  auto b = mgmt::test::make_backend(
+      "processes:\n"
+      "  - id: lister\n"
+      "    command: /bin/ls\n"
+      "    args: ['-1', /proc/self/fd]\n");
+  b->start_all();
+  REQUIRE(wait_until([&] { return mgmt::test::state_of(*b, "lister") == state::stopped; }));
+  std::istringstream out(mgmt::test::logs_of(*b, "lister"));
+  std::vector<std::string> fds;
+  for (std::string line; std::getline(out, line);) fds.push_back(line);
+  INFO("open in the child: " << mgmt::test::logs_of(*b, "lister"));
+  // 0-2, and the directory ls itself opened to list them.
+  CHECK(fds.size() == 4);
+  for (const auto& fd : fds) CHECK((fd == "0" || fd == "1" || fd == "2" || fd == "3"));
+  b->shutdown();
+  ::close(200);
+  ::close(300);
+}
+
+TEST_CASE("a child inherits no descriptor of the server when close_range is refused",
+          "[process][defects-backend]") {
+  const auto r = run_helper("defects helper: without close_range a child inherits no descriptor");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}

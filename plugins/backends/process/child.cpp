@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,6 +56,56 @@ bool is_executable_file(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
 }
 
+// Parses a decimal fd number; -1 for anything else ("." and "..").
+int parse_fd(const char* s) {
+  if (*s == '\0') return -1;
+  int n = 0;
+  for (; *s != '\0'; ++s) {
+    if (*s < '0' || *s > '9' || n > 100'000'000) return -1;
+    n = n * 10 + (*s - '0');
+  }
+  return n;
+}
+
+void set_cloexec(int fd) {
+  const int flags = ::fcntl(fd, F_GETFD);
+  if (flags >= 0 && (flags & FD_CLOEXEC) == 0) ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+// close_range(from, ~0U, CLOSE_RANGE_CLOEXEC) by hand, for kernels before 5.11 (which
+// refuse the flag) and before 5.9 (no close_range): every open fd from `from` on, as
+// /proc/self/fd lists them, else every number below the fd limit. In the forked child:
+// raw system calls and a stack buffer only.
+void cloexec_from(int from) {
+  const int dir = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    alignas(8) char buf[4096];
+    bool listed = true;
+    while (true) {
+      const long n = ::syscall(SYS_getdents64, dir, buf, sizeof buf);
+      if (n == 0) break;
+      if (n < 0) {
+        listed = false;
+        break;
+      }
+      for (long off = 0; off < n;) {
+        // struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[].
+        unsigned short reclen;
+        std::memcpy(&reclen, buf + off + 16, sizeof reclen);
+        const int fd = parse_fd(buf + off + 19);
+        if (fd >= from && fd != dir) set_cloexec(fd);
+        off += reclen;
+      }
+    }
+    ::close(dir);
+    if (listed) return;
+  }
+  rlimit lim{};
+  rlim_t top = 1 << 20;  // the kernel's default nr_open
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) top = lim.rlim_cur;
+  for (rlim_t fd = static_cast<rlim_t>(from); fd < top; ++fd) set_cloexec(static_cast<int>(fd));
+}
+
 // Runs in the forked child: async-signal-safe calls only, no allocation, no locks.
 [[noreturn]] void exec_child(const char* path, char* const* argv, char* const* envp,
                              const char* work_dir, pid_t parent, int devnull, int out, int err,
@@ -78,7 +129,7 @@ bool is_executable_file(const std::string& path) {
     fail(ExecFailure::setup, errno);
   }
   // Whatever else the server had open (without O_CLOEXEC) must not leak into the child.
-  ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) cloexec_from(3);
   if (work_dir[0] != '\0' && ::chdir(work_dir) != 0) fail(ExecFailure::chdir, errno);
   ::execve(path, argv, envp);
   fail(ExecFailure::exec, errno);
