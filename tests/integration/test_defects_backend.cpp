@@ -201,3 +201,79 @@ TEST_CASE("every descriptor of a running mgmtd is close-on-exec", "[defects-back
   CHECK(leaks.empty());
   ::close(http);
 }
+
+namespace {
+
+// The next event on `c`'s subscription other than the probe's ("" when none came).
+std::string next_event(RawConn& c) {
+  while (true) {
+    const auto f = c.read(10s);
+    if (!f) return "";
+    EventsStream e;
+    REQUIRE(decode(f->payload, e).empty());
+    if (e.pid != "probe") return e.pid + " " + e.t;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("event filters of many thousand entries match exactly like short ones",
+          "[defects-backend][events]") {
+  std::string processes;
+  for (const char* id : {"other", "web", "sentinel", "probe"}) {
+    processes += std::string("      - id: ") + id +
+                 "\n        command: /bin/sleep\n        args: ['1000']\n";
+  }
+  Mgmtd d("backend:\n  plugin: process\n  config:\n    processes:\n" + processes);
+  for (const char* id : {"other", "web", "sentinel", "probe"}) {
+    REQUIRE(wait_until([&] { return entry_of(d.socket(), id).state == "running"; }));
+  }
+  std::vector<std::string> many_pids, many_types;
+  for (int i = 0; i < 20000; ++i) many_pids.push_back("p" + std::to_string(i));
+  for (int i = 0; i < 5000; ++i) many_types.push_back("type." + std::to_string(i));
+
+  // web among 20002 ids (in the middle), its stopping and stopped among 5002 types.
+  EventsSubscribe a{many_pids, many_types};
+  a.pids.insert(a.pids.begin() + 10000, "web");
+  a.types.insert(a.types.begin() + 2500, std::string(event::stopped));
+  a.types.push_back(std::string(event::stopping));
+  // Only the sentinel among 20002 ids; every type.
+  EventsSubscribe b{many_pids, {}};
+  b.pids.push_back("sentinel");
+  // Every process; only stopped among 5001 types.
+  EventsSubscribe c{{}, many_types};
+  c.types.insert(c.types.begin(), std::string(event::stopped));
+  // Each also lets the probe through: its events say the subscription is in place.
+  a.pids.push_back("probe");
+  b.pids.push_back("probe");
+
+  RawConn sa(d.socket()), sb(d.socket()), sc(d.socket());
+  sa.send(to_byte(MsgType::EventsSubscribe), encode(a));
+  sb.send(to_byte(MsgType::EventsSubscribe), encode(b));
+  sc.send(to_byte(MsgType::EventsSubscribe), encode(c));
+  RawConn ctl(d.socket());
+  auto call = [&](MsgType type, const char* id) {
+    ctl.send(to_byte(type), encode(IdRequest{id}));
+    const auto f = ctl.read(15s);
+    REQUIRE(f);
+    REQUIRE(as_status(*f).err.empty());
+  };
+  std::vector<RawConn*> waiting{&sa, &sb, &sc};
+  for (int round = 0; !waiting.empty() && round < 50; ++round) {
+    call(MsgType::StopRequest, "probe");
+    call(MsgType::StartRequest, "probe");
+    std::erase_if(waiting, [](RawConn* s) { return s->read(200ms).has_value(); });
+  }
+  REQUIRE(waiting.empty());
+
+  for (const char* id : {"other", "web", "sentinel"}) call(MsgType::StopRequest, id);
+  // Events reach each subscriber in the order they happened, so what a filter wrongly let
+  // through would come before what it rightly did.
+  CHECK(next_event(sa) == "web " + std::string(event::stopping));
+  CHECK(next_event(sa) == "web " + std::string(event::stopped));
+  CHECK(next_event(sb) == "sentinel " + std::string(event::stopping));
+  CHECK(next_event(sb) == "sentinel " + std::string(event::stopped));
+  CHECK(next_event(sc) == "other " + std::string(event::stopped));
+  CHECK(next_event(sc) == "web " + std::string(event::stopped));
+  CHECK(next_event(sc) == "sentinel " + std::string(event::stopped));
+}
