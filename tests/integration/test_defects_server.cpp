@@ -1,7 +1,9 @@
 // The socket server and the stock logs handler against the defects found by review and by
 // attack: ordering of a follow, streams that must notice their client leaving, frame and
 // connection limits a client cannot get around, and logs an attacker cannot flood.
+#include <grp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,8 +11,11 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cctype>
+#include <cstdio>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -353,4 +358,131 @@ TEST_CASE("a flood of bad headers is logged a few lines a second plus a count",
   INFO(lines << " lines about bad magic, " << summarised(d, "bad frame header") << " summarised");
   CHECK(lines < kConnections / 10);
   CHECK(summarised(d, "bad frame header") > 0);
+}
+
+namespace {
+
+// Connections held open by a child process running as another user.
+class ConnectionsAs {
+ public:
+  // Opens `n` connections as `uid`, one after the other; each asks for a status (answered:
+  // it was accepted) and then subscribes to events, so it stays open.
+  ConnectionsAs(uid_t uid, int n, const std::string& socket) {
+    int result[2], hold[2];
+    REQUIRE(::pipe(result) == 0);
+    REQUIRE(::pipe(hold) == 0);
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::close(result[0]);
+      ::close(hold[1]);
+      std::string out;
+      std::vector<std::unique_ptr<RawConn>> conns;
+      if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 || ::setuid(uid) != 0) {
+        out = "setuid failed";
+      } else {
+        int accepted = 0;
+        int refused = 0;
+        for (int i = 0; i < n; ++i) {
+          try {
+            auto c = std::make_unique<RawConn>(socket);
+            c->send(to_byte(MsgType::StatusRequest), encode(StatusRequest{"quiet"}));
+            if (c->read(20s)) {
+              c->send(to_byte(MsgType::EventsSubscribe), encode(EventsSubscribe{}));
+              conns.push_back(std::move(c));
+              ++accepted;
+            } else {
+              ++refused;
+            }
+          } catch (const std::exception&) {
+            ++refused;
+          }
+        }
+        out = std::to_string(accepted) + " " + std::to_string(refused);
+      }
+      (void)!::write(result[1], out.data(), out.size());
+      ::close(result[1]);
+      char c;
+      (void)!::read(hold[0], &c, 1);  // until the test lets go
+      ::_exit(0);
+    }
+    ::close(result[1]);
+    ::close(hold[0]);
+    hold_ = hold[1];
+    char buf[64];
+    ssize_t got;
+    while ((got = ::read(result[0], buf, sizeof buf)) > 0) {
+      report_.append(buf, static_cast<std::size_t>(got));
+    }
+    ::close(result[0]);
+    std::sscanf(report_.c_str(), "%d %d", &accepted_, &refused_);
+  }
+  ~ConnectionsAs() {
+    ::close(hold_);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  ConnectionsAs(const ConnectionsAs&) = delete;
+  ConnectionsAs& operator=(const ConnectionsAs&) = delete;
+
+  int accepted() const { return accepted_; }
+  int refused() const { return refused_; }
+  const std::string& report() const { return report_; }
+
+ private:
+  pid_t pid_ = -1;
+  int hold_ = -1;
+  std::string report_;
+  int accepted_ = -1;
+  int refused_ = -1;
+};
+
+}  // namespace
+
+TEST_CASE("other users cannot take more than their share of connections, nor the owner's "
+          "reserved ones",
+          "[defects][access]") {
+  if (::geteuid() != 0) {
+    WARN("this test opens connections as other users and needs root");
+    return;
+  }
+  Mgmtd d(big_and_quiet(10) +
+              "limits:\n"
+              "  max_connections: 30\n"
+              "  max_connections_per_uid: 10\n"
+              "  reserved_connections: 4\n"
+              "access:\n"
+              "  socket_mode: \"0666\"\n"
+              "  rules:\n"
+              "    - users: [nobody, \"4343\", \"4344\", \"4345\"]\n"
+              "      allow: [read]\n",
+          [](const std::string& socket) {
+            ::chmod(std::filesystem::path(socket).parent_path().parent_path().c_str(), 0755);
+          });
+  REQUIRE(wait_until([&] { return other_connections(d) == 0; }));
+
+  // One user past its cap.
+  ConnectionsAs nobody(65534, 12, d.socket());
+  INFO("nobody: " << nobody.report());
+  CHECK(nobody.accepted() == 10);
+  CHECK(nobody.refused() == 2);
+  // Others fill what is left but the reserved slots (30 - 4 = 26, so 16 more at most).
+  ConnectionsAs second(4343, 10, d.socket());
+  INFO("4343: " << second.report());
+  CHECK(second.accepted() == 10);
+  ConnectionsAs third(4344, 10, d.socket());
+  INFO("4344: " << third.report());
+  CHECK(third.accepted() <= 6);
+  CHECK(third.refused() >= 4);
+  ConnectionsAs fourth(4345, 1, d.socket());
+  CHECK(fourth.refused() == 1);
+
+  // The owner still gets in.
+  const auto list = d.ctl({"list"});
+  INFO(list.err);
+  CHECK(list.exit_code == 0);
+  CHECK_THAT(list.out, Catch::Contains("quiet"));
+  CHECK_THAT(d.log(), Catch::Contains("limits.max_connections_per_uid") &&
+                          Catch::Contains("limits.reserved_connections"));
+  CHECK(metric(d, "mgmtd_connections_refused_total") >= 2 + 4 + 1);
 }
