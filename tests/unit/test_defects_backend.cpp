@@ -152,16 +152,20 @@ TEST_CASE("defects helper: a stop that cannot kill answers and shutdown finishes
   auto b = logged_backend(
       "processes:\n" +
           mgmt::test::sh_process("stuck",
-                                 "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+                                 "trap '' TERM; echo ready $$; while true; do sleep 0.05; done",
                                  "    stop_timeout: 100ms\n    autostart: false\n"),
       log_text);
   mgmt::test::EventLog events(*b);
   b->start_all();
+  // Ignoring SIGTERM (the ring keeps what earlier runs wrote).
+  auto ready = [&](pid_t p) {
+    return mgmt::test::logs_of(*b, "stuck").find("ready " + std::to_string(p)) != std::string::npos;
+  };
 
   // 1. Given up outside shutdown: the stop is answered with the reason.
   REQUIRE(mgmt::test::start(*b, "stuck").err.empty());
-  REQUIRE(wait_until([&] { return mgmt::test::logs_of(*b, "stuck").find("ready") != std::string::npos; }));
   const auto pid = static_cast<pid_t>(mgmt::test::pid_of(*b, "stuck"));
+  REQUIRE(wait_until([&] { return ready(pid); }));
   OpResult r = mgmt::test::stop(*b, "stuck");
   CHECK(r.err.find("did not exit after SIGKILL") != std::string::npos);
   CHECK_FALSE(mgmt::test::process_gone(pid));
@@ -180,10 +184,8 @@ TEST_CASE("defects helper: a stop that cannot kill answers and shutdown finishes
 
   // 3. Given up again, then shutdown: it finishes, naming what it leaves behind.
   REQUIRE(mgmt::test::start(*b, "stuck").err.empty());
-  REQUIRE(wait_until([&] {
-    return mgmt::test::logs_of(*b, "stuck").find("ready") != std::string::npos;
-  }));
   const auto pid2 = static_cast<pid_t>(mgmt::test::pid_of(*b, "stuck"));
+  REQUIRE(wait_until([&] { return ready(pid2); }));
   CHECK(mgmt::test::stop(*b, "stuck").err.find("did not exit after SIGKILL") != std::string::npos);
   auto done = std::async(std::launch::async, [&] { b->shutdown(); });
   REQUIRE(done.wait_for(30s) == std::future_status::ready);
@@ -242,6 +244,66 @@ TEST_CASE("defects helper: without close_range a child inherits no descriptor",
 TEST_CASE("a child inherits no descriptor of the server when close_range is refused",
           "[process][defects-backend]") {
   const auto r = run_helper("defects helper: without close_range a child inherits no descriptor");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Shutdown's last reaping against clients still being served
+
+// The last reaping, after the supervisor thread is gone, changes records (an abandoned
+// child ended by the parent-death signal is reaped and recorded; orphans are reaped) while
+// the I/O thread may still answer list and status. Under ThreadSanitizer this is a data
+// race unless the records are changed under the lock; without it, the test checks that the
+// abandoned child is reaped and recorded.
+TEST_CASE("defects helper: shutdown's last reaping races no reader", "[.][defects-helper]") {
+  if (!in_helper()) return;
+  REQUIRE(fail_syscall(SYS_kill, EPERM, SIGKILL));
+  auto b = mgmt::test::make_backend(
+      "processes:\n" +
+      mgmt::test::sh_process("stuck",
+                             "trap '' TERM; echo ready $$; while true; do sleep 0.05; done",
+                             "    stop_timeout: 100ms\n") +
+      // Leaves a grandchild behind (same group) for the last reaping to collect.
+      mgmt::test::sh_process("parent", "sh -c 'sleep 1000' & echo ready; exec sleep 1000"));
+  b->start_all();
+  REQUIRE(wait_until([&] {
+    return mgmt::test::logs_of(*b, "stuck").find("ready") != std::string::npos &&
+           mgmt::test::logs_of(*b, "parent").find("ready") != std::string::npos;
+  }));  // one run each: any "ready" is this run's
+  const auto stuck = static_cast<pid_t>(mgmt::test::pid_of(*b, "stuck"));
+  CHECK(mgmt::test::stop(*b, "stuck").err.find("did not exit after SIGKILL") != std::string::npos);
+
+  std::atomic<bool> stop_reading{false};
+  std::atomic<long> reads{0};
+  std::thread reader([&] {
+    while (!stop_reading.load()) {
+      for (const auto& e : b->list()) {
+        if (e.pid < 0) FAIL_CHECK("negative pid");
+      }
+      const auto s = b->status("stuck");
+      if (!s) FAIL_CHECK("stuck is gone");
+      reads.fetch_add(1);
+    }
+  });
+  REQUIRE(wait_until([&] { return reads.load() > 0; }));
+  b->shutdown();
+  stop_reading = true;
+  reader.join();
+
+  // Killed by the parent-death signal with the supervisor thread; reaped and recorded.
+  CHECK(mgmt::test::process_gone(stuck));
+  const auto e = b->status("stuck");
+  REQUIRE(e);
+  CHECK(e->state == std::string(state::stopped));
+  CHECK(e->pid == 0);
+  CHECK(e->exit_signal == std::optional<std::int64_t>(SIGKILL));
+  CHECK(mgmt::test::zombies() == 0);
+}
+
+TEST_CASE("shutdown's last reaping changes records under the lock while clients read them",
+          "[process][defects-backend]") {
+  const auto r = run_helper("defects helper: shutdown's last reaping races no reader");
   INFO(r.output);
   CHECK(r.exit_code == 0);
 }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <iterator>
 #include <map>
@@ -183,12 +184,15 @@ void ProcessBackend::shutdown() {
   supervisor_.join();
   // The supervisor is gone: what it owned is ours now.
   final_reap();
-  const bool abandoned = std::any_of(procs_.begin(), procs_.end(),
-                                     [](const auto& p) { return p->abandoned; });
-  if (abandoned) {
-    save_groups();  // a later mgmtd ends them
-  } else {
-    registry_.remove();
+  {
+    std::lock_guard lock(mu_);
+    const bool abandoned = std::any_of(procs_.begin(), procs_.end(),
+                                       [](const auto& p) { return p->abandoned; });
+    if (abandoned) {
+      save_groups();  // a later mgmtd ends them
+    } else {
+      registry_.remove();
+    }
   }
   if (set_subreaper_) ::prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
   shut_down_ = true;
@@ -1169,12 +1173,30 @@ void ProcessBackend::reap_orphans(Completions& done) {
 void ProcessBackend::final_reap() {
   if (!reaper_) return;
   // Members of groups killed a moment ago may still be dying; once they are zombies they
-  // are ours to reap (as subreaper), and after this nobody would.
+  // are ours to reap (as subreaper), and after this nobody would. So may an abandoned
+  // child that the parent-death signal has just killed with the supervisor thread.
   const auto deadline = steady_clock::now() + kOrphanDrain;
-  const std::set<pid_t> groups(killed_groups_.begin(), killed_groups_.end());
+  std::set<pid_t> groups(killed_groups_.begin(), killed_groups_.end());
+  std::set<pid_t> pids;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& p : procs_) {
+      if (p->child) pids.insert(p->child->pid());
+    }
+  }
+  groups.insert(pids.begin(), pids.end());
   Completions done;
+  // The I/O thread still serves list, status and logs: records change under mu_ as ever,
+  // and completions run without it.
+  auto reap = [&] {
+    {
+      std::lock_guard lock(mu_);
+      reap_orphans(done);
+    }
+    run(done);
+  };
   while (true) {
-    reap_orphans(done);
+    reap();
     bool dying = false;
     if (!groups.empty()) {
       DIR* proc = ::opendir("/proc");
@@ -1183,15 +1205,16 @@ void ProcessBackend::final_reap() {
         if (e == nullptr) break;
         if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
         const auto st = read_proc_stat(std::string(e->d_name));
-        dying = st && st->state != 'Z' && st->state != 'X' && groups.count(st->pgrp) > 0;
+        dying = st && st->state != 'Z' && st->state != 'X' &&
+                (groups.count(st->pgrp) > 0 ||
+                 pids.count(static_cast<pid_t>(std::atol(e->d_name))) > 0);
       }
       if (proc != nullptr) ::closedir(proc);
     }
     if (!dying || steady_clock::now() >= deadline) break;
     ::poll(nullptr, 0, 5);
   }
-  reap_orphans(done);
-  run(done);
+  reap();
 }
 
 void ProcessBackend::save_groups() {
