@@ -4,11 +4,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <signal.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -108,6 +110,7 @@ struct Server::Impl {
         acceptor(io),
         signals(io),
         drain_timer(io),
+        trim_timer(io),
         access(::geteuid(), opts.access.rules),
         log_limit(io, log),
         host{io,  dispatcher.get(), opts.limits, access, stats, log,
@@ -120,6 +123,7 @@ struct Server::Impl {
   void finish_shutdown();
   void wait_signal();
   void release_retired();
+  void trim_soon();
 
   ServerOptions opts;
   std::shared_ptr<const Dispatcher> dispatcher;
@@ -133,6 +137,13 @@ struct Server::Impl {
   asio::local::stream_protocol::acceptor acceptor;
   asio::signal_set signals;
   asio::steady_timer drain_timer;
+  // Memory given back after connections close (see trim_soon()).
+  asio::steady_timer trim_timer;
+  bool trim_armed = false;
+  // Server::every(): repeating jobs on the I/O thread, until the drain ends.
+  std::vector<std::unique_ptr<asio::steady_timer>> tickers;
+  std::function<void()> shutdown_hook;
+  std::vector<std::shared_ptr<std::function<void()>>> tick_fns;  // kept for the tickers
   AccessPolicy access;
   ServerStats stats;
   LogLimiter log_limit;
@@ -162,6 +173,10 @@ Server::~Server() {
 void Server::listen() {
   auto& m = *impl_;
   const std::string& path = m.opts.socket_path;
+  if (m.opts.listen_fd) {
+    adopt_listener();
+    return;
+  }
   if (path.size() >= sizeof(sockaddr_un{}.sun_path)) {
     throw std::runtime_error("socket path " + path + " is too long (" +
                              std::to_string(path.size()) +
@@ -222,14 +237,47 @@ void Server::listen() {
   }
   ::chmod(path.c_str(), m.opts.access.socket_mode);
   m.listening = true;
+  ready_to_serve();
+  mgmt::log::info(*m.log, "listening on {}", path);
+}
+
+// Socket activation: the socket is the service manager's. It stays where it is, with the
+// mode and owner its unit gave it, and is never unlinked: connections that arrive while
+// mgmtd restarts wait in its backlog.
+void Server::adopt_listener() {
+  auto& m = *impl_;
+  const int fd = *m.opts.listen_fd;
+  sockaddr_un addr{};
+  socklen_t len = sizeof addr;
+  std::string where = "descriptor " + std::to_string(fd);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0 &&
+      len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
+    where = addr.sun_path;
+    if (where != m.opts.socket_path) {
+      mgmt::log::warn(*m.log,
+                      "serving the inherited socket {}, not server.socket {}: clients that "
+                      "find the socket through the configuration will not reach this server",
+                      where, m.opts.socket_path);
+    }
+  }
+  boost::system::error_code ec;
+  m.acceptor.assign(asio::local::stream_protocol(), fd, ec);
+  if (ec) throw std::runtime_error("cannot serve the inherited socket " + where + ": " + ec.message());
+  ready_to_serve();
+  mgmt::log::info(*m.log, "listening on {} (socket activation)", where);
+}
+
+void Server::ready_to_serve() {
+  auto& m = *impl_;
   remove_stale_spill_files(m.host.streams.spill_dir, *m.log);
-  if (m.opts.write_hint) write_hint_file(dir.string(), *m.log);
+  if (m.opts.write_hint) {
+    write_hint_file(fs::path(m.opts.socket_path).parent_path().string(), *m.log);
+  }
   // Caught from now on, and handled once run() starts: whoever saw the socket (or the
   // ready file written next) may already send SIGTERM, and must get a clean shutdown.
   m.signals.add(SIGINT);
   m.signals.add(SIGTERM);
   m.signals.add(SIGHUP);
-  mgmt::log::info(*m.log, "listening on {}", path);
 }
 
 void Server::Impl::accept() {
@@ -338,6 +386,7 @@ void Server::Impl::begin_shutdown(const char* why) {
   }
   shutting_down = true;
   mgmt::log::info(*log, "{}: shutting down", why);
+  if (shutdown_hook) shutdown_hook();
   boost::system::error_code ignored;
   acceptor.close(ignored);
   if (listening) {
@@ -361,6 +410,8 @@ void Server::Impl::finish_shutdown() {
     if (auto s = w.lock()) live.push_back(std::move(s));
   }
   for (auto& s : live) s->shutdown();
+  trim_timer.cancel();
+  for (auto& t : tickers) t->cancel();
   drain_timer.cancel();
   drain_timer.expires_after(std::chrono::seconds(3));
   drain_timer.async_wait([this](const boost::system::error_code& ec) {
@@ -388,6 +439,7 @@ void Server::run() {
     // Its exchanges and streams are gone: a handler replaced by a reload may be unused now.
     // Later, from the event loop, where no plugin code is on the stack.
     if (!m.retired.empty()) asio::post(m.io, [&m] { m.release_retired(); });
+    m.trim_soon();
     if (m.shutting_down && m.sessions.empty() && !m.backend_stopper.joinable()) {
       m.drain_timer.cancel();
     }
@@ -408,6 +460,28 @@ void Server::set_dispatcher(std::shared_ptr<const Dispatcher> d) {
   m.release_retired();
 }
 
+// A connection's buffers, queue blocks and read-ahead go back to malloc when it closes, but
+// glibc keeps freed memory in its arenas (the backend threads' included) for reuse: after a
+// crowd of connections, or a few with large backlogs, the server would stay that big. A
+// second after connections close (once per second at most, whatever the rate of closes),
+// what is free beyond kTrimSlack goes back to the kernel; below it trimming would only make
+// the next connections fault their pages back in.
+void Server::Impl::trim_soon() {
+  static constexpr std::size_t kTrimSlack = 1u << 20;
+  if (trim_armed || shutting_down) return;  // shutting down: the process exits soon
+  trim_armed = true;
+  trim_timer.expires_after(std::chrono::seconds(1));
+  trim_timer.async_wait([this](const boost::system::error_code& ec) {
+    trim_armed = false;
+    if (ec) return;
+    const struct mallinfo2 before = ::mallinfo2();
+    if (before.fordblks < kTrimSlack) return;
+    ::malloc_trim(0);
+    mgmt::log::debug(*log, "gave {} KiB of free heap back to the kernel ({} connections open)",
+                     before.fordblks / 1024, sessions.size());
+  });
+}
+
 void Server::Impl::release_retired() {
   std::erase_if(retired, [this](const auto& old) { return old->release_unused(*dispatcher); });
 }
@@ -420,6 +494,27 @@ void Server::update(const Limits& limits, const AccessConfig& access) {
 }
 
 void Server::on_reload(std::function<void()> reload) { impl_->reload = std::move(reload); }
+
+void Server::on_shutdown(std::function<void()> f) { impl_->shutdown_hook = std::move(f); }
+
+void Server::post(std::function<void()> f) { asio::post(impl_->io, std::move(f)); }
+
+void Server::every(std::chrono::milliseconds interval, std::function<void()> f) {
+  auto& m = *impl_;
+  m.tickers.push_back(std::make_unique<asio::steady_timer>(m.io));
+  asio::steady_timer& t = *m.tickers.back();
+  auto tick = std::make_shared<std::function<void()>>();
+  *tick = [&t, interval, f = std::move(f), weak = std::weak_ptr<std::function<void()>>(tick)] {
+    t.expires_after(interval);
+    t.async_wait([&f, weak](const boost::system::error_code& ec) {
+      if (ec) return;
+      f();
+      if (auto again = weak.lock()) (*again)();
+    });
+  };
+  m.tick_fns.push_back(tick);
+  (*tick)();
+}
 
 void Server::stop() {
   asio::post(impl_->io, [m = impl_.get()] { m->begin_shutdown("stop requested"); });

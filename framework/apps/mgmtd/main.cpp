@@ -15,6 +15,7 @@
 #include "options.hpp"
 #include "ready_file.hpp"  // [sidecar] --ready-file
 #include "runtime.hpp"
+#include "systemd_agent.hpp"
 
 namespace {
 
@@ -43,6 +44,10 @@ void raise_fd_limit() {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
+  // Before anything can fork: the service manager's variables are mgmtd's alone.
+  const mgmt::daemon::Notifier notifier;
+  std::string activation_note;
+  std::optional<int> listen_fd = mgmt::daemon::take_listen_fd(activation_note);
   raise_fd_limit();
 
   mgmt::daemon::Options opts;
@@ -82,14 +87,18 @@ int main(int argc, char** argv) {
 
   int rc = 0;
   mgmt::daemon::ReadyFile ready(opts.ready_file);  // [sidecar] removed on exit
+  if (!activation_note.empty()) mgmt::log::warn(*log, "{}", activation_note);
   {
-    mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits, cfg.access, cfg.streams};
+    mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits, cfg.access, cfg.streams,
+                           listen_fd};
     mgmt::Server server(so, runtime.dispatcher(), runtime.backend(), log);
     runtime.attach(server);
+    mgmt::daemon::SystemdAgent systemd(notifier, server, runtime, log);
     try {
       server.listen();
       runtime.backend().start_all();
       ready.mark(cfg.socket_path);  // [sidecar] --ready-file: listening, processes started
+      systemd.ready();              // READY=1 under systemd (Type=notify)
       mgmt::log::info(*log, "mgmtd {} ready ({} plugins loaded, pid {})", MGMTD_VERSION,
                       runtime.summary().size(), ::getpid());
       server.run();

@@ -106,6 +106,13 @@ void Runtime::attach(Server& server) {
 
 std::string Runtime::reload() {
   const std::string file = cfg_.file;
+  if (reload_observer_) reload_observer_(false);
+  struct Ended {
+    const std::function<void(bool)>& observer;
+    ~Ended() {
+      if (observer) observer(true);
+    }
+  } ended{reload_observer_};
   auto refuse = [&](const std::string& why) {
     mgmt::log::error(*log_, "reload of {} refused, the running configuration stays: {}", file, why);
     return why;

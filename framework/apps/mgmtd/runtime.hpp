@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,12 +50,15 @@ class Runtime {
   // ones are replaced, the backend is asked to reconfigure itself, limits and access
   // rules are updated. The socket path and the backend plugin cannot change while running.
   std::string reload();
+  // Told when a reload begins (false) and when it has ended, applied or refused (true).
+  void on_reload_events(std::function<void(bool ended)> f) { reload_observer_ = std::move(f); }
 
   // Destroys the handlers, then the backend (each releases its library as it goes).
   void release();
 
  private:
   static void drop_plugin_configs(ServerConfig& cfg);
+  std::function<void(bool)> reload_observer_;
   PluginEnv handler_env(const PluginRef& ref, const std::string& file,
                         const PluginHandle& h) const;
   // Identity of a handler slot: when it is equal, the existing handler is kept.

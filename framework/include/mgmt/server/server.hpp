@@ -1,8 +1,10 @@
 // The socket server: accepts connections on the Unix socket and runs a session for each.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "mgmt/backend.hpp"
@@ -22,6 +24,9 @@ struct ServerOptions {
   Limits limits;
   AccessConfig access;
   StreamsConfig streams;  // spill_dir "" = <socket's folder>/spill
+  // A listening Unix socket handed over by the service manager (socket activation): served
+  // instead of creating socket_path, and never unlinked.
+  std::optional<int> listen_fd;
 };
 
 class Server {
@@ -34,6 +39,7 @@ class Server {
 
   // Creates the socket (mode 0600, its folder 0700 when created). Replaces a stale socket
   // file, but refuses when a live server answers on it. Throws std::runtime_error.
+  // With options.listen_fd, serves that socket instead (socket activation).
   // SIGINT, SIGTERM and SIGHUP are caught from here on and handled once run() starts.
   void listen();
   // Serves until SIGINT or SIGTERM (or stop()), then shuts down in order: stop accepting,
@@ -54,8 +60,18 @@ class Server {
   void update(const Limits& limits, const AccessConfig& access);
   // What SIGHUP does; without a handler it only logs that reload is unsupported.
   void on_reload(std::function<void()> reload);
+  // Called on the I/O thread when shutdown begins (before the processes are stopped).
+  void on_shutdown(std::function<void()> f);
+  // Runs `f` on the I/O thread, from any thread.
+  void post(std::function<void()> f);
+  // Runs `f` on the I/O thread every `interval`, from run() until the shutdown's drain:
+  // a job that stops when the I/O thread is stuck (the systemd watchdog).
+  void every(std::chrono::milliseconds interval, std::function<void()> f);
 
  private:
+  void adopt_listener();
+  void ready_to_serve();
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
