@@ -21,7 +21,8 @@ install(TARGETS ${_mgmt_pkg_plugins} LIBRARY DESTINATION ${MGMT_PLUGIN_INSTALL_D
   COMPONENT server EXCLUDE_FROM_ALL)
 install(FILES ${MGMT_PKG_DIR}/debian/mgmt.yaml DESTINATION /etc/mgmtd
   COMPONENT server EXCLUDE_FROM_ALL)
-install(FILES ${MGMT_PKG_DIR}/systemd/mgmtd.service DESTINATION lib/systemd/system
+install(FILES ${MGMT_PKG_DIR}/systemd/mgmtd.service ${MGMT_PKG_DIR}/systemd/mgmtd.socket
+  DESTINATION lib/systemd/system
   COMPONENT server EXCLUDE_FROM_ALL)
 install(FILES ${MGMT_PKG_DIR}/completion/mgmtctl
   DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/bash-completion/completions

@@ -16,6 +16,7 @@ PACKAGES=(
   util-linux
   dpkg-dev file   # cpack -G DEB: dpkg-shlibdeps computes the packages' dependencies
   curl            # the metrics tests scrape the HTTP endpoint
+  systemd         # systemd-socket-activate and systemd-analyze verify, for the systemd tests
   openssh-server openssh-client  # the remote tests: mgmtctl --host ssh:// against a local sshd
 )
 
