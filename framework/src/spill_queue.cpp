@@ -110,8 +110,13 @@ bool SpillQueue::flush_wbuf() {
   return true;
 }
 
-bool SpillQueue::append_file(const Frame& frame) {
+bool SpillQueue::append_file(const Frame& frame, bool keep) {
   if (!open_file()) return false;
+  // After a write error the file takes nothing more: what failed to go out stays in wbuf_
+  // (at most a write buffer) and is replayed from there, and new frames are refused, as
+  // past the quota, rather than piling up in wbuf_ up to the quota. Kept frames (answers,
+  // notices) still queue behind the backlog, in memory.
+  if (!file_error_.empty() && !keep) return false;
   const auto len = static_cast<std::uint32_t>(frame.size);
   char hdr[kRecordHeader];
   std::memcpy(hdr, &len, sizeof hdr);
@@ -236,7 +241,7 @@ SpillQueue::Added SpillQueue::place(const Frame& frame, bool keep) {
     return Added::memory;
   }
   if (keep || backlog + kRecordHeader + frame.size <= opts_.spill_quota) {
-    if (append_file(frame)) {
+    if (append_file(frame, keep)) {
       ++frames_spilled_;
       return Added::spilled;
     }
@@ -266,8 +271,11 @@ void SpillQueue::maybe_notify() {
   if (!dropping_ || disconnecting_) return;
   // Drained enough: half of the part that new frames would go to is free again (while the
   // file holds a backlog every new frame goes behind it, to the file).
+  // A file that failed takes no new frames: only memory has room then, once it is all that
+  // is left.
   const std::uint64_t file = file_backlog();
-  const bool room = file > 0 ? file <= opts_.spill_quota / 2 : mem_bytes_ <= opts_.memory_limit / 2;
+  const bool room = file > 0 ? file_error_.empty() && file <= opts_.spill_quota / 2
+                             : mem_bytes_ <= opts_.memory_limit / 2;
   if (room) queue_notice();
 }
 

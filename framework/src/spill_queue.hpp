@@ -78,6 +78,8 @@ class SpillQueue {
   std::size_t memory_bytes() const { return mem_bytes_; }
   std::uint64_t file_backlog() const { return write_off_ + wbuf_.size() - consumed_; }
   std::uint64_t backlog_bytes() const { return mem_bytes_ + file_backlog(); }
+  // Bytes of frames held in memory: queued there, or on their way to or from the file.
+  std::size_t heap_bytes() const { return mem_bytes_ + wbuf_.size() + rbuf_.size(); }
 
   // Drops everything and removes the file; later pushes answer `closed`.
   void close();
@@ -88,7 +90,8 @@ class SpillQueue {
   std::uint64_t frames_dropped() const { return frames_dropped_; }
   std::uint64_t stalls() const { return stalls_; }  // notices queued
   bool dropping() const { return dropping_; }
-  // The last error of the spill file ("" when none): spilling is then off (quota 0).
+  // The last error of the spill file ("" when none): spilling is then off, frames past the
+  // memory limit are dropped as past the quota.
   const std::string& file_error() const { return file_error_; }
   const std::string& spill_path() const { return opts_.spill_path; }
 
@@ -110,7 +113,7 @@ class SpillQueue {
 
   Added push_frame(Frame f, std::uint64_t units, bool keep);
   bool open_file();
-  bool append_file(const Frame& frame);
+  bool append_file(const Frame& frame, bool keep);
   bool flush_wbuf();
   // Makes at least `n` unparsed bytes available in rbuf_; false when the file has fewer.
   bool fill(std::size_t n);
