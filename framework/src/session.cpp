@@ -549,8 +549,6 @@ void Session::account_locked(SpillQueue::Added added) {
                         "conn {} (pid {}): stream reader is {} bytes behind, past its spill "
                         "quota (streams.spill_quota {}); dropping frames until it catches up",
                         id_, peer_pid_, q_.backlog_bytes(), host_.streams.spill_quota);
-        if (!q_.file_error().empty())
-          mgmt::log::warn(*host_.log, "conn {}: {}", id_, q_.file_error());
       }
       break;
     case SpillQueue::Added::disconnect:
@@ -561,11 +559,19 @@ void Session::account_locked(SpillQueue::Added added) {
                       "conn {} (pid {}): stream reader is {} bytes behind, past its spill "
                       "quota (streams.spill_quota {}); disconnecting it after the stall notice",
                       id_, peer_pid_, q_.backlog_bytes(), host_.streams.spill_quota);
-      if (!q_.file_error().empty())
-        mgmt::log::warn(*host_.log, "conn {}: {}", id_, q_.file_error());
       break;
     default:
       break;
+  }
+  if (!file_error_logged_ && !q_.file_error().empty() &&
+      (added == SpillQueue::Added::dropped || added == SpillQueue::Added::disconnect ||
+       added == SpillQueue::Added::spilled)) {
+    // Once per connection: from now on it spills no more, as if past its quota.
+    file_error_logged_ = true;
+    mgmt::log::warn(*host_.log,
+                    "conn {} (pid {}): spill file failed ({}); its stream frames beyond "
+                    "limits.max_queue are dropped from now on",
+                    id_, peer_pid_, q_.file_error());
   }
   if (q_.stalls() != stalls_seen_) {
     stalls_seen_ = q_.stalls();
@@ -600,15 +606,29 @@ void Session::on_hold(std::shared_ptr<void> r) {
 
 void Session::watch_stream() {
   // A streaming connection takes no more requests, but reading tells us when the client
-  // goes away so its subscription can be released at once.
+  // goes away so its subscription can be released at once. What it sends is discarded; a
+  // client that keeps sending is closed rather than read for nothing without end.
+  stream_input_ += in_end_ - in_begin_;
   in_begin_ = in_end_ = 0;
+  if (stream_input_ > kMaxStreamInput) {
+    if (host_.log_limit.allow(LogLimiter::Kind::stream_input)) {
+      mgmt::log::warn(*host_.log,
+                      "conn {} (pid {} uid {}): stream client sent {} bytes, more than the {} a "
+                      "stream takes; closing the connection",
+                      id_, peer_pid_, peer_uid_, stream_input_, kMaxStreamInput);
+    }
+    close("stream client kept sending");
+    return;
+  }
   socket_.async_read_some(asio::buffer(in_buf_),
                           [self = shared_from_this()](const boost::system::error_code& ec,
-                                                      std::size_t) {
+                                                      std::size_t n) {
                             if (ec) {
                               self->close("stream client closed");
                               return;
                             }
+                            if (self->mode_ == Mode::closed) return;
+                            self->in_end_ = n;
                             self->watch_stream();
                           });
 }

@@ -195,6 +195,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<char, 4096> in_buf_{};
   std::size_t in_begin_ = 0;  // unparsed bytes are in_buf_[in_begin_, in_end_)
   std::size_t in_end_ = 0;
+  // Bytes a streaming client sent after its request (discarded), and how many it may.
+  std::uint64_t stream_input_ = 0;
+  static constexpr std::uint64_t kMaxStreamInput = 64 * 1024;
   asio::steady_timer timer_;
   std::uint64_t timer_gen_ = 0;
   static constexpr auto kNoDeadline = std::chrono::steady_clock::time_point::max();
@@ -213,6 +216,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool disconnect_ = false;      // guarded: the reader fell past its quota (on_overflow:
                                  // disconnect): close once the notice is written
   bool dropping_logged_ = false; // guarded
+  bool file_error_logged_ = false;  // guarded
   std::uint64_t stalls_seen_ = 0;  // guarded
   // I/O thread only: the buffers being written (each holds one or more whole frames).
   std::vector<std::string> in_flight_;

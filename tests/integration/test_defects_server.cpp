@@ -486,3 +486,32 @@ TEST_CASE("other users cannot take more than their share of connections, nor the
                           Catch::Contains("limits.reserved_connections"));
   CHECK(metric(d, "mgmtd_connections_refused_total") >= 2 + 4 + 1);
 }
+
+TEST_CASE("a stream client that keeps sending data is closed", "[defects][streaming]") {
+  Mgmtd d(big_and_quiet(10));
+  RawConn sub(d.socket());
+  sub.send(to_byte(MsgType::EventsSubscribe), encode(EventsSubscribe{}));
+  // A little is tolerated: the stream goes on (an event still arrives).
+  sub.send_bytes(std::string(1024, 'z'));
+  REQUIRE(wait_until([&] {
+    RawConn ctl(d.socket());
+    ctl.send(to_byte(MsgType::StopRequest), encode(IdRequest{"quiet"}));
+    return ctl.read().has_value();
+  }));
+  const auto event = sub.read(10s);
+  REQUIRE(event);
+  CHECK(int(event->header.type) == 0xA7);
+  // Far more than any client has a reason to send on a stream.
+  const std::string chunk(16 * 1024, 'z');
+  bool closed = false;
+  for (int i = 0; i < 64 && !closed; ++i) {
+    try {
+      if (!sub.send_within(chunk, 5s)) closed = true;
+    } catch (const std::exception&) {
+      closed = true;  // reset by the server mid-send
+    }
+  }
+  CHECK((closed || sub.closed_by_server(10s)));
+  CHECK(wait_until(
+      [&] { return d.log().find("stream client sent") != std::string::npos; }, 10s));
+}
