@@ -87,6 +87,13 @@ Client::Client(const std::string& socket_path) : path_(socket_path) {
   }
 }
 
+Client Client::adopt(int fd, std::string label) {
+  Client c;
+  c.fd_ = fd;
+  c.path_ = std::move(label);
+  return c;
+}
+
 Client::~Client() {
   if (fd_ >= 0) ::close(fd_);
 }

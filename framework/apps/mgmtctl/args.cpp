@@ -6,6 +6,7 @@
 #include "duration.hpp"
 #include "format.hpp"
 #include "mgmt/commands.hpp"
+#include "remote.hpp"
 
 namespace mgmtctl {
 
@@ -26,6 +27,7 @@ std::optional<Command> command_named(std::string_view s) {
   if (s == "metrics") return Command::metrics;
   if (s == "help") return Command::help;
   if (s == "version") return Command::version;
+  if (s == "dial-stdio") return Command::dial_stdio;
   return std::nullopt;
 }
 
@@ -47,6 +49,7 @@ std::string command_name(Command c) {
     case Command::metrics: return "metrics";
     case Command::help: return "help";
     case Command::version: return "version";
+    case Command::dial_stdio: return "dial-stdio";
     case Command::none: break;
   }
   return "";
@@ -55,8 +58,19 @@ std::string command_name(Command c) {
 const std::vector<std::string>& command_names() {
   static const std::vector<std::string> names = {
       "list", "status", "start", "stop", "logs", "events", "restart", "signal",
-      "info", "metrics", "reload", "call", "help", "version"};
+      "info", "metrics", "reload", "call", "dial-stdio", "help", "version"};
   return names;
+}
+
+bool fleet_command(Command c) {
+  return c == Command::list || c == Command::status || c == Command::start ||
+         c == Command::stop || c == Command::restart || c == Command::signal ||
+         c == Command::events;
+}
+
+std::string fleet_usage_error(Command c, std::size_t hosts) {
+  return command_name(c) + " works on one host at a time, got " + std::to_string(hosts) +
+         " hosts (list, status, start, stop, restart, signal and events take several)";
 }
 
 namespace {
@@ -82,7 +96,8 @@ bool flag_applies(std::string_view flag, Command c) {
 }
 
 bool takes_value(std::string_view flag) {
-  return flag == "socket" || flag == "runtime-dir" || flag == "stream" || flag == "since" ||
+  return flag == "socket" || flag == "runtime-dir" || flag == "host" || flag == "hosts-file" ||
+         flag == "stream" || flag == "since" ||
          flag == "lines" || flag == "process" || flag == "type";
 }
 
@@ -218,6 +233,21 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       (name == "socket" ? o.socket : o.runtime_dir) = value;
       continue;
     }
+    if (name == "host") {
+      const auto hosts = split_list(value);
+      if (hosts.empty()) return usage("flag --host needs a host (ssh://[user@]host[:port][/path])");
+      for (const auto& h : hosts) {
+        std::string why;
+        if (!parse_host(h, why)) return usage(why);
+        o.hosts.push_back(h);
+      }
+      continue;
+    }
+    if (name == "hosts-file") {
+      if (value.empty()) return usage("flag --hosts-file needs a non-empty path");
+      o.hosts_file = value;
+      continue;
+    }
     command_flags.push_back(name);
     if (name == "stream") {
       if (value == "stdout") {
@@ -270,6 +300,17 @@ ParseResult parse_args(const std::vector<std::string>& args) {
     return r;
   }
   if (o.command == Command::none) return usage("missing command");
+  if ((!o.hosts.empty() || o.hosts_file) && (o.socket || o.runtime_dir)) {
+    return usage(std::string(o.hosts.empty() ? "--hosts-file" : "--host") +
+                 " and --socket/--runtime-dir do not go together (a remote socket goes in the "
+                 "URL: ssh://host/run/mgmt/manager.sock)");
+  }
+  if (o.command == Command::dial_stdio && (!o.hosts.empty() || o.hosts_file)) {
+    return usage("dial-stdio bridges a local socket; --host and --hosts-file do not apply");
+  }
+  if (o.hosts.size() > 1 && !fleet_command(o.command)) {
+    return usage(fleet_usage_error(o.command, o.hosts.size()));
+  }
 
   const std::string cmd(command_name(o.command));
   for (const auto& f : command_flags) {
@@ -298,6 +339,7 @@ ParseResult parse_args(const std::vector<std::string>& args) {
     case Command::info:
     case Command::metrics:
     case Command::reload:
+    case Command::dial_stdio:
       if (!positionals.empty()) {
         return usage(cmd + " takes no arguments, got " + quoted(positionals.front()));
       }

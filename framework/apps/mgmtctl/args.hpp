@@ -13,7 +13,9 @@ namespace mgmtctl {
 enum class Command {
   none, help, version, list, status, start, stop, logs, events,
   // Extra commands (types 0xAA..0xAF; which one is mgmt.yaml's business).
-  restart, signal, info, reload, call, metrics
+  restart, signal, info, reload, call, metrics,
+  // Bridges stdin/stdout to the local socket: what `--host ssh://` runs on the far side.
+  dial_stdio
 };
 
 // Which log stream(s) `logs` shows.
@@ -23,6 +25,10 @@ struct Options {
   // Global.
   std::optional<std::string> socket;       // --socket PATH: wins over discovery
   std::optional<std::string> runtime_dir;  // --runtime-dir DIR
+  // --host URL (repeatable, each a comma list): ssh://[user@]host[:port][/sock] or
+  // unix:///sock, checked here; more than one makes a fleet command (fleet.hpp).
+  std::vector<std::string> hosts;
+  std::optional<std::string> hosts_file;  // --hosts-file FILE: more hosts, read at run time
   Command command = Command::none;
   // help: the command whose help was asked for (`mgmtctl status --help`, `mgmtctl help
   // status`); none for the general usage.
@@ -70,6 +76,12 @@ std::vector<std::string> split_list(const std::string& s);
 
 // "0xAB", "0xab" or "171"; nullopt for anything else or a value over 0xff.
 std::optional<std::uint8_t> parse_type(const std::string& s);
+
+// Whether the command runs on several hosts at once (list, status, start, stop, restart,
+// signal, events); the others take one host.
+bool fleet_command(Command c);
+// The usage error for `c` given `hosts` (> 1) hosts.
+std::string fleet_usage_error(Command c, std::size_t hosts);
 
 // The command's name as typed ("list"); "" for none.
 std::string command_name(Command c);

@@ -25,7 +25,8 @@ CliEnv detect_env() {
 }
 
 std::string usage_text() {
-  return R"(usage: mgmtctl [--socket PATH | --runtime-dir DIR] <command> [args]
+  return R"(usage: mgmtctl [--socket PATH | --runtime-dir DIR | --host URL... | --hosts-file FILE]
+               <command> [args]
 
 Commands:
   list [--json | --ids]          list supervised processes
@@ -50,18 +51,29 @@ Commands:
                                  MessagePack; none: an empty payload) and print the
                                  answer as JSON (byte strings as base64); exit 1 when
                                  the answer's "err" is set
+  dial-stdio                     bridge stdin/stdout to the socket (what --host ssh://
+                                 runs on the remote host)
   help [COMMAND]                 show this help, or a command's
   version                        print the version
 
 Global options:
   --socket PATH                  the server's socket (wins over everything)
   --runtime-dir DIR              use DIR/manager.sock
+  --host URL                     the server to talk to: ssh://[user@]host[:port][/path/to/sock]
+                                 (through `ssh host mgmtctl dial-stdio`) or unix:///path;
+                                 repeat it or give a comma list for a fleet
+  --hosts-file FILE              more hosts, one per line (# comments)
   -h, --help                     show this help (after a command: that command's)
   --version                      print the version
 
 Without --socket the socket is found as cliwrap finds it: --runtime-dir, then
 $CLIWRAP_RUNTIME_DIR, then the hint file <cache dir>/cliwrap/runtime-dir written
 by the server, then $TMPDIR/cliwrap/manager.sock (/tmp when TMPDIR is unset).
+Without --host, --hosts-file, --socket and --runtime-dir, $MGMT_HOST is the --host.
+Through ssh: $MGMT_SSH_COMMAND is the ssh program and its options (default "ssh"),
+$MGMT_REMOTE_MGMTCTL the remote mgmtctl (default "mgmtctl" from the remote PATH).
+On several hosts, list, status, start, stop, restart, signal and events run on all of
+them in parallel, each row after its HOST; one host failing fails the exit code only.
 Durations are Go's: 500ms, 90s, 5m, 1h30m.
 restart, signal, info, reload and metrics are extra commands: mgmt.yaml maps them to a
 message type (stock: restart 0xAA, signal 0xAB, info 0xAC, reload 0xAD, metrics 0xAE);
@@ -80,6 +92,8 @@ std::string command_help(Command c) {
 Lists the supervised processes: a table ID, NAME, STATE, PID (the Go CLI's layout).
   --json    every field of every entry, extensions included, as a JSON array
   --ids     the ids alone, one per line (for scripts and shell completion)
+On several hosts: a HOST column first; --json one array, each entry with "host";
+--ids "HOST ID" per line.
 )";
     case Command::status:
       return R"(usage: mgmtctl status [--json] <id>
@@ -87,6 +101,8 @@ Lists the supervised processes: a table ID, NAME, STATE, PID (the Go CLI's layou
 Shows one process: ID, Name, State, ChildPID, then RSS, Restarts, Started, Last exit and
 Last error when the server reports them. Exit 1 when the id is unknown.
   --json    the entry as a JSON object
+On several hosts: each host's block after a "Host:" line; --json an array of the entries,
+each with "host".
 )";
     case Command::start:
       return R"(usage: mgmtctl start [--json] <id>...
@@ -118,6 +134,7 @@ Streams lifecycle events until the server closes: HH:MM:SS.mmm, type, process, s
   --process a,b   only these processes
   --type t1,t2    only these event types (process.started, process.crashed, ...)
   --json          one JSON object per line: {ts (unix nanos), pid, type, summary}
+On several hosts: merged as they arrive, each line after its host (--json: "host" first).
 )";
     case Command::restart:
       return R"(usage: mgmtctl restart [--json] [--type 0xNN] <id>...
@@ -167,6 +184,14 @@ Sends any request to any message type (0xAD or 173): the JSON object is converte
 MessagePack map it stands for (no JSON: an empty payload). The one answer is printed as
 JSON, whatever its type; MessagePack byte strings become base64 strings. Exit 1 when the
 answer's "err" is a non-empty string.
+)";
+    case Command::dial_stdio:
+      return R"(usage: mgmtctl dial-stdio [--socket PATH | --runtime-dir DIR]
+
+Connects to the server's socket (found as every command finds it), then copies stdin to
+it and its answers to stdout until the server closes the connection; the end of stdin
+half-closes it, and answers still in flight go out. What `mgmtctl --host ssh://HOST ...`
+runs on HOST through ssh. Exit 1 with the reason on stderr when it cannot connect.
 )";
     case Command::version:
     case Command::help:

@@ -1,7 +1,10 @@
 #include "commands.hpp"
 
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <ostream>
+#include <sstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -9,7 +12,9 @@
 #include "mgmt/client.hpp"
 #include "mgmt/commands.hpp"
 #include "mgmt/messages.hpp"
+#include "fleet.hpp"
 #include "follow.hpp"
+#include "remote.hpp"
 
 namespace mgmtctl {
 
@@ -61,6 +66,13 @@ T expect_command(const mgmt::Client& c, const mgmt::Frame& f, std::uint8_t type)
   return expect<T>(c, f, static_cast<MsgType>(type));
 }
 
+// What to tell the user about `e`, a transport or protocol failure on `conn`: the ssh
+// step that failed when it was the transport's doing, else the failure itself.
+std::string failure_text(Connection& conn, const std::exception& e) {
+  if (auto t = conn.transport_error(); !t.empty()) return t;
+  return e.what();
+}
+
 void write_data(std::ostream& os, const std::string& d) {
   if (d.empty()) return;
   os.write(d.data(), static_cast<std::streamsize>(d.size()));
@@ -91,7 +103,8 @@ int cmd_status(mgmt::Client& c, const Options& o, std::ostream& out, std::ostrea
 }
 
 // start and stop: one request per id, on one connection; every id gets a line.
-int cmd_start_stop(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
+int cmd_start_stop(Connection& conn, const Options& o, std::ostream& out, std::ostream& err) {
+  mgmt::Client& c = conn.client();
   const bool start = o.command == Command::start;
   const auto type = to_byte(start ? MsgType::StartRequest : MsgType::StopRequest);
   int rc = kExitOk;
@@ -112,11 +125,12 @@ int cmd_start_stop(mgmt::Client& c, const Options& o, std::ostream& out, std::os
       }
     } catch (const std::exception& e) {
       // The connection is unusable after a transport or protocol error: stop here.
+      const std::string why = failure_text(conn, e);
       if (o.json) {
-        outcomes.push_back({id, e.what(), std::nullopt, {}, false});
+        outcomes.push_back({id, why, std::nullopt, {}, false});
         out << format_outcomes_json(outcomes);
       } else {
-        err << id << ": " << e.what() << '\n';
+        err << id << ": " << why << '\n';
       }
       return kExitFailure;
     }
@@ -126,7 +140,8 @@ int cmd_start_stop(mgmt::Client& c, const Options& o, std::ostream& out, std::os
 }
 
 // restart: one request per id, like stop.
-int cmd_restart(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
+int cmd_restart(Connection& conn, const Options& o, std::ostream& out, std::ostream& err) {
+  mgmt::Client& c = conn.client();
   const auto type = o.msg_type.value_or(mgmt::kRestartCommandType);
   int rc = kExitOk;
   std::vector<Outcome> outcomes;  // --json: printed at the end
@@ -149,11 +164,12 @@ int cmd_restart(mgmt::Client& c, const Options& o, std::ostream& out, std::ostre
       }
       rc = kExitFailure;
     } catch (const std::exception& e) {
+      const std::string why = failure_text(conn, e);
       if (o.json) {
-        outcomes.push_back({id, e.what(), std::nullopt, {}, false});
+        outcomes.push_back({id, why, std::nullopt, {}, false});
         out << format_outcomes_json(outcomes);
       } else {
-        err << id << ": " << e.what() << '\n';
+        err << id << ": " << why << '\n';
       }
       return kExitFailure;
     }
@@ -242,7 +258,9 @@ std::int64_t since_to_unix_nanos(std::chrono::nanoseconds since) {
   return sn > 0 ? sn : 1;  // 0 would mean "no filter"; anything before 1970 is all of it
 }
 
-int cmd_logs(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
+int cmd_logs(Connection& conn, const HostSpec& host, const Options& o, std::ostream& out,
+             std::ostream& err) {
+  mgmt::Client& c = conn.client();
   mgmt::LogsRequest req;
   req.id = o.ids[0];
   req.ln = o.lines;
@@ -261,7 +279,18 @@ int cmd_logs(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream&
     return kExitOk;
   }
 
-  if (o.stream == Stream::all) return follow_both_streams(c, req, out, err);  // follow.hpp
+  if (o.stream == Stream::all) {
+    // Both streams: a second connection (through ssh, a second ssh), each its own stream.
+    Connection second = Connection::open(host);
+    int rc = 0;
+    try {
+      rc = follow_both_streams(c, second.client(), req, out, err);  // follow.hpp
+    } catch (const std::exception& e) {
+      throw std::runtime_error(failure_text(second, e));
+    }
+    if (auto t = second.transport_error(); !t.empty()) throw std::runtime_error(t);
+    return rc;
+  }
   req.s = o.stream == Stream::err ? 1 : 0;
   req.f = true;
   c.send(to_byte(MsgType::LogsRequest), mgmt::encode(req));
@@ -298,32 +327,119 @@ std::string socket_path(const Options& o) {
   return mgmt::discover_socket(o.runtime_dir);
 }
 
-int run_command(const Options& o, std::ostream& out, std::ostream& err, TimeZone tz) {
+int run_on_host(const HostSpec& host, const Options& o, std::ostream& out, std::ostream& err,
+                TimeZone tz) {
   try {
-    mgmt::Client c(socket_path(o));
-    switch (o.command) {
-      case Command::list: return cmd_list(c, o, out);
-      case Command::status: return cmd_status(c, o, out, err, tz);
-      case Command::start:
-      case Command::stop: return cmd_start_stop(c, o, out, err);
-      case Command::logs: return cmd_logs(c, o, out, err);
-      case Command::events: return cmd_events(c, o, out, tz);
-      case Command::restart: return cmd_restart(c, o, out, err);
-      case Command::signal: return cmd_signal(c, o, out);
-      case Command::info: return cmd_info(c, o, out, tz);
-      case Command::reload: return cmd_reload(c, o, out, err);
-      case Command::call: return cmd_call(c, o, out);
-      case Command::metrics: return cmd_metrics(c, o, out);
-      default: break;
+    Connection conn = Connection::open(host);
+    int rc = kExitFailure;
+    try {
+      mgmt::Client& c = conn.client();
+      switch (o.command) {
+        case Command::list: rc = cmd_list(c, o, out); break;
+        case Command::status: rc = cmd_status(c, o, out, err, tz); break;
+        case Command::start:
+        case Command::stop: rc = cmd_start_stop(conn, o, out, err); break;
+        case Command::logs: rc = cmd_logs(conn, host, o, out, err); break;
+        case Command::events: rc = cmd_events(c, o, out, tz); break;
+        case Command::restart: rc = cmd_restart(conn, o, out, err); break;
+        case Command::signal: rc = cmd_signal(c, o, out); break;
+        case Command::info: rc = cmd_info(c, o, out, tz); break;
+        case Command::reload: rc = cmd_reload(c, o, out, err); break;
+        case Command::call: rc = cmd_call(c, o, out); break;
+        case Command::metrics: rc = cmd_metrics(c, o, out); break;
+        default:
+          err << "mgmtctl: internal error: no server command to run\n";
+          return kExitFailure;
+      }
+    } catch (const ServerError&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw std::runtime_error(failure_text(conn, e));
     }
-    err << "mgmtctl: internal error: no server command to run\n";
-    return kExitFailure;
+    // A stream that ended cleanly (events, logs -f) may have ended because ssh failed:
+    // through ssh, the end of the server and the end of the transport look alike.
+    if (rc == kExitOk) {
+      if (auto t = conn.transport_error(); !t.empty()) {
+        err << "mgmtctl: " << t << '\n';
+        return kExitFailure;
+      }
+    }
+    return rc;
   } catch (const ServerError& e) {
     err << e.what() << '\n';
   } catch (const std::exception& e) {
     err << "mgmtctl: " << e.what() << '\n';
   }
   return kExitFailure;
+}
+
+int run_command(const Options& o, std::ostream& out, std::ostream& err, TimeZone tz) {
+  if (o.command == Command::dial_stdio) {
+    std::string socket;
+    try {
+      socket = socket_path(o);
+    } catch (const std::exception& e) {
+      err << "mgmtctl: " << e.what() << '\n';
+      return kExitFailure;
+    }
+    return dial_stdio(socket, err);
+  }
+
+  // Where to go: --host and --hosts-file, else $MGMT_HOST unless --socket or --runtime-dir
+  // say otherwise, else the local socket.
+  std::vector<std::string> texts = o.hosts;
+  std::string source = "--host";
+  if (o.hosts_file) {
+    std::ifstream in(*o.hosts_file);
+    if (!in) {
+      err << "mgmtctl: cannot read hosts file " << *o.hosts_file << "\n";
+      return kExitUsage;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const auto more = parse_hosts_file(ss.str());
+    if (more.empty() && texts.empty()) {
+      err << "mgmtctl: hosts file " << *o.hosts_file << " names no host\n";
+      return kExitUsage;
+    }
+    texts.insert(texts.end(), more.begin(), more.end());
+    source = "--hosts-file " + *o.hosts_file;
+  }
+  if (texts.empty() && !o.socket && !o.runtime_dir) {
+    if (const char* env = std::getenv("MGMT_HOST"); env != nullptr && *env != '\0') {
+      texts = split_list(env);
+      source = "MGMT_HOST";
+    }
+  }
+  std::vector<HostSpec> hosts;
+  for (const auto& t : texts) {
+    std::string why;
+    auto h = parse_host(t, why);
+    if (!h) {
+      err << "mgmtctl: " << source << ": " << why << "\ntry 'mgmtctl --help'\n";
+      return kExitUsage;
+    }
+    hosts.push_back(std::move(*h));
+  }
+  if (hosts.size() > 1) {
+    if (!fleet_command(o.command)) {
+      err << "mgmtctl: " << fleet_usage_error(o.command, hosts.size())
+          << "\ntry 'mgmtctl --help'\n";
+      return kExitUsage;
+    }
+    return run_fleet(hosts, o, out, err, tz);  // fleet.hpp
+  }
+  if (hosts.empty()) {
+    HostSpec local;
+    try {
+      local.path = socket_path(o);
+    } catch (const std::exception& e) {
+      err << "mgmtctl: " << e.what() << '\n';
+      return kExitFailure;
+    }
+    hosts.push_back(std::move(local));
+  }
+  return run_on_host(hosts.front(), o, out, err, tz);
 }
 
 }  // namespace mgmtctl

@@ -7,9 +7,8 @@
 
 namespace mgmtctl {
 
-int follow_both_streams(mgmt::Client& first, mgmt::LogsRequest req, std::ostream& out,
-                        std::ostream& err) {
-  mgmt::Client second(first.path());
+int follow_both_streams(mgmt::Client& first, mgmt::Client& second, mgmt::LogsRequest req,
+                        std::ostream& out, std::ostream& err) {
   mgmt::Client* conns[2] = {&first, &second};
   req.f = true;
   for (std::uint8_t s = 0; s < 2; ++s) {

@@ -10,11 +10,11 @@
 
 namespace mgmtctl {
 
-// Sends `req` for stdout on `first` and for stderr on a second connection to the same
-// socket, then writes the chunks of each to `out` (stdout) or `err` (stderr) in arrival
+// Sends `req` for stdout on `first` and for stderr on `second` (another connection to the
+// same server), then writes the chunks of each to `out` (stdout) or `err` (stderr) in arrival
 // order until both streams end. An error from the server (unknown id) is written to `err`
 // once and gives 1; otherwise 0. Throws std::runtime_error on protocol errors.
-int follow_both_streams(mgmt::Client& first, mgmt::LogsRequest req, std::ostream& out,
-                        std::ostream& err);
+int follow_both_streams(mgmt::Client& first, mgmt::Client& second, mgmt::LogsRequest req,
+                        std::ostream& out, std::ostream& err);
 
 }  // namespace mgmtctl

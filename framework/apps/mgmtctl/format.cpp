@@ -89,14 +89,15 @@ std::string color_state(std::string_view state) {
   return std::string(code) + std::string(state) + "\x1b[0m";
 }
 
-std::string format_table(const std::vector<mgmt::Entry>& entries, bool color) {
-  std::vector<std::array<std::string, 4>> rows;
-  rows.reserve(entries.size() + 1);
-  rows.push_back({"ID", "NAME", "STATE", "PID"});
-  for (const auto& e : entries) rows.push_back({e.id, e.name, e.state, std::to_string(e.pid)});
+namespace {
 
+// Go's tabwriter with padding 2: every column but the last as wide as its widest cell.
+// Column `state` is coloured with `color` (the padding counts the visible text only).
+std::string tabulate(const std::vector<std::vector<std::string>>& rows, std::size_t state,
+                     bool color) {
   constexpr std::size_t kPadding = 2;
-  std::array<std::size_t, 3> width{};
+  const std::size_t cols = rows.front().size();
+  std::vector<std::size_t> width(cols - 1, 0);
   for (const auto& row : rows) {
     for (std::size_t c = 0; c < width.size(); ++c) {
       width[c] = std::max(width[c], display_width(row[c]));
@@ -106,18 +107,38 @@ std::string format_table(const std::vector<mgmt::Entry>& entries, bool color) {
   bool header = true;
   for (const auto& row : rows) {
     for (std::size_t c = 0; c < width.size(); ++c) {
-      if (c == 2 && color && !header) {  // padding counts the visible text only
+      if (c == state && color && !header) {
         out += color_state(row[c]);
         out.append(width[c] + kPadding - display_width(row[c]), ' ');
       } else {
         out += pad_right(row[c], width[c] + kPadding);
       }
     }
-    out += row[3];
+    out += row[cols - 1];
     out += '\n';
     header = false;
   }
   return out;
+}
+
+}  // namespace
+
+std::string format_table(const std::vector<mgmt::Entry>& entries, bool color) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(entries.size() + 1);
+  rows.push_back({"ID", "NAME", "STATE", "PID"});
+  for (const auto& e : entries) rows.push_back({e.id, e.name, e.state, std::to_string(e.pid)});
+  return tabulate(rows, 2, color);
+}
+
+std::string format_host_table(const std::vector<HostEntry>& entries, bool color) {
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(entries.size() + 1);
+  rows.push_back({"HOST", "ID", "NAME", "STATE", "PID"});
+  for (const auto& [host, e] : entries) {
+    rows.push_back({host, e.id, e.name, e.state, std::to_string(e.pid)});
+  }
+  return tabulate(rows, 3, color);
 }
 
 std::string format_bytes(std::uint64_t n) {

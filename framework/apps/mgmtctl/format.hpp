@@ -21,6 +21,12 @@ enum class TimeZone { local, utc };
 // With `color`, the state is green (running), yellow (on its way somewhere) or red (crashed,
 // failed); the layout is the same.
 std::string format_table(const std::vector<mgmt::Entry>& entries, bool color = false);
+// The fleet's table: `HOST  ID  NAME  STATE  PID`, laid out as format_table.
+struct HostEntry {
+  std::string host;
+  mgmt::Entry entry;
+};
+std::string format_host_table(const std::vector<HostEntry>& entries, bool color = false);
 
 // `ID:`, `Name:`, `State:`, `ChildPID:` then the extension fields that are set, values
 // aligned in one column. Ends with a newline.

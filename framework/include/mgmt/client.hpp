@@ -20,6 +20,11 @@ struct Frame {
 class Client {
  public:
   explicit Client(const std::string& socket_path);
+  // A client on a stream that is already connected (mgmtctl's ssh bridge: one end of a
+  // socketpair whose other end is ssh's stdin and stdout). Takes ownership of `fd`, which
+  // must be a stream socket (send/recv); `label` stands where the socket path would in
+  // messages and path().
+  static Client adopt(int fd, std::string label);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -37,6 +42,8 @@ class Client {
   const std::string& path() const noexcept { return path_; }
 
  private:
+  Client() = default;  // for adopt()
+
   int fd_ = -1;
   std::uint64_t next_seq_ = 1;
   std::string path_;
