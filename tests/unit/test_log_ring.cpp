@@ -98,6 +98,69 @@ TEST_CASE("LogRing counts dropped bytes no client had read", "[process][log_ring
   CHECK(ring.query(0, 0) == "6789abcdef");
 }
 
+TEST_CASE("LogRing of one-byte chunks stays near its capacity in real memory",
+          "[process][log_ring]") {
+  constexpr std::size_t kCap = 1 << 20;
+  constexpr int kWrites = 1'000'000;
+  auto byte_of = [](long i) { return static_cast<char>('a' + i % 26); };
+  // The stream's last `n` bytes.
+  auto tail = [&](std::size_t n) {
+    std::string out;
+    for (long i = kWrites - static_cast<long>(n); i < kWrites; ++i) out += byte_of(i);
+    return out;
+  };
+  SECTION("a microsecond apart: coalesced, the ring holds nearly its capacity") {
+    LogRing ring(kCap);
+    for (long i = 0; i < kWrites; ++i) {
+      const char c = byte_of(i);
+      ring.append(i * 1000, std::string_view(&c, 1));
+    }
+    CHECK(ring.memory() <= kCap + kCap / 8);
+    CHECK(ring.size() + 8 * 1024 >= std::min<std::size_t>(kCap, kWrites));
+    CHECK(ring.query(0, 0) == tail(ring.size()));
+    // A since filter never leaves out what came at or after it.
+    const std::string recent = ring.query(kWrites * 1000L - 5000, 0);
+    CHECK(recent.size() >= 5);
+    CHECK(recent == tail(recent.size()));
+    CHECK(ring.query(0, 3).empty() == false);
+  }
+  SECTION("a millisecond apart each: the overhead budget bounds them") {
+    LogRing ring(kCap);
+    for (long i = 0; i < kWrites; ++i) {
+      const char c = byte_of(i);
+      ring.append(i * 1'000'000, std::string_view(&c, 1));
+    }
+    CHECK(ring.memory() <= kCap + kCap / 8);
+    CHECK(ring.size() > 0);
+    CHECK(ring.query(0, 0) == tail(ring.size()));
+    CHECK(ring.query((kWrites - 3) * 1'000'000L, 0) == tail(3));  // exact: not coalesced
+  }
+  SECTION("shrinking the capacity keeps the overhead within the new budget") {
+    LogRing ring(kCap);
+    for (long i = 0; i < 100'000; ++i) {
+      const char c = byte_of(i);
+      ring.append(i * 1'000'000, std::string_view(&c, 1));
+    }
+    ring.set_capacity(64 * 1024);
+    CHECK(ring.memory() <= 64 * 1024 + 64 * 1024 / 8);
+  }
+}
+
+TEST_CASE("LogRing coalescing keeps lines and since exact where they can be",
+          "[process][log_ring]") {
+  LogRing ring(64 * 1024);
+  // Enough chunks for coalescing, then a line written a byte at a time within a
+  // millisecond, then one a millisecond later.
+  for (int i = 0; i < 20; ++i) ring.append(i * 10'000'000L, "x\n");
+  const std::int64_t t = 1'000'000'000;
+  for (const char c : std::string("hello\n")) ring.append(t + 10, std::string_view(&c, 1));
+  ring.append(t + 2'000'000, "world\n");
+  CHECK(ring.query(0, 2) == "hello\nworld\n");
+  CHECK(ring.query(t, 0) == "hello\nworld\n");
+  CHECK(ring.query(t + 1'000'000, 0) == "world\n");
+  CHECK(ring.size() == 20 * 2 + 12);
+}
+
 namespace {
 
 std::string slurp(const std::string& path) {

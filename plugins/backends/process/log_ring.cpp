@@ -4,13 +4,47 @@
 
 namespace mgmt::process {
 
+namespace {
+
+// Below this many chunks, every chunk keeps its own timestamp.
+constexpr std::size_t kCoalesceFrom = 16;
+// A chunk grows by coalescing only while it is smaller than this.
+constexpr std::size_t kCoalesceMax = 4096;
+constexpr std::int64_t kCoalesceWindowNs = 1'000'000;
+
+}  // namespace
+
 LogRing::LogRing(std::size_t capacity) : capacity_(std::max<std::size_t>(capacity, 1)) {}
+
+std::size_t LogRing::overhead_of(const Chunk& c) noexcept {
+  // The record in the deque (with its share of the deque's blocks and map), and the
+  // string's heap block when it has one (rounded as malloc does, with its header).
+  std::size_t n = sizeof(Chunk) + 16;
+  const std::size_t cap = c.bytes.capacity();
+  if (cap > 15) n += ((cap + 1 + 8 + 15) & ~std::size_t{15}) - c.bytes.size();
+  return n;
+}
+
+std::size_t LogRing::overhead_budget() const noexcept {
+  // A small ring still holds a few chunks of its own.
+  return std::max(capacity_ / 8, kCoalesceFrom * (sizeof(Chunk) + 16));
+}
 
 void LogRing::drop_front(std::size_t n) noexcept {
   const std::uint64_t from = std::max(begin_, read_upto_);
   const std::uint64_t to = begin_ + n;
   if (to > from) unread_dropped_ += to - from;
   begin_ = to;
+}
+
+std::size_t LogRing::pop_front() noexcept {
+  const Chunk& front = chunks_->front();
+  const std::size_t n = front.bytes.size();
+  drop_front(n);
+  size_ -= n;
+  overhead_ -= overhead_of(front);
+  chunks_->pop_front();
+  return n;
 }
 
 std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool delivered) {
@@ -23,18 +57,42 @@ std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool del
     drop_front(dropped);
     if (chunks_) chunks_->clear();
     size_ = 0;
+    overhead_ = 0;
     bytes = bytes.substr(bytes.size() - capacity_);
   }
   if (!chunks_) chunks_.emplace();
-  while (size_ + bytes.size() > capacity_) {
-    const std::size_t n = chunks_->front().bytes.size();
-    dropped += n;
-    drop_front(n);
-    size_ -= n;
-    chunks_->pop_front();
+  if (chunks_->size() >= kCoalesceFrom) {
+    Chunk& last = chunks_->back();
+    const std::int64_t age = ts_ns - last.ts_ns;
+    if (age >= 0 && age < kCoalesceWindowNs && last.bytes.size() < kCoalesceMax &&
+        bytes.size() < kCoalesceMax) {
+      while (size_ + bytes.size() > capacity_ && chunks_->size() > 1) dropped += pop_front();
+      if (size_ + bytes.size() <= capacity_) {
+        overhead_ -= overhead_of(last);
+        last.bytes.append(bytes);
+        last.ts_ns = ts_ns;
+        overhead_ += overhead_of(last);
+        size_ += bytes.size();
+        while (overhead_ > overhead_budget() && chunks_->size() > 1) dropped += pop_front();
+        return dropped;
+      }
+    }
+    // The last chunk is done growing: give back what its string reserved ahead.
+    if (last.bytes.capacity() > last.bytes.size() + 64) {
+      overhead_ -= overhead_of(last);
+      last.bytes.shrink_to_fit();
+      overhead_ += overhead_of(last);
+    }
   }
-  chunks_->push_back(Chunk{ts_ns, std::string(bytes)});
+  Chunk chunk{ts_ns, std::string(bytes)};
+  const std::size_t cost = overhead_of(chunk);
+  while (!chunks_->empty() &&
+         (size_ + bytes.size() > capacity_ || overhead_ + cost > overhead_budget())) {
+    dropped += pop_front();
+  }
+  chunks_->push_back(std::move(chunk));
   size_ += bytes.size();
+  overhead_ += cost;
   return dropped;
 }
 
@@ -45,18 +103,17 @@ std::size_t LogRing::set_capacity(std::size_t capacity) {
     Chunk& front = chunks_->front();
     const std::size_t excess = size_ - capacity_;
     if (front.bytes.size() > excess) {  // keep the tail of the oldest chunk
+      overhead_ -= overhead_of(front);
       front.bytes.erase(0, excess);
+      overhead_ += overhead_of(front);
       drop_front(excess);
       size_ -= excess;
       dropped += excess;
       break;
     }
-    const std::size_t n = front.bytes.size();
-    drop_front(n);
-    size_ -= n;
-    dropped += n;
-    chunks_->pop_front();
+    dropped += pop_front();
   }
+  while (chunks_ && chunks_->size() > 1 && overhead_ > overhead_budget()) dropped += pop_front();
   return dropped;
 }
 

@@ -1,4 +1,12 @@
 // The recent output of one stream of one process: timestamped chunks, bounded in bytes.
+//
+// Memory. Each chunk costs its bytes plus a fixed overhead (record, allocation), which for
+// a child writing a byte at a time would dwarf the bytes. So once the ring holds many
+// chunks, a small chunk that arrives within a millisecond of the last one is appended to
+// it (taking the later timestamp: a `since` filter may then return up to a millisecond of
+// older output, never less than asked for), and the chunks' overhead has a budget of its
+// own, an eighth of the capacity: past it the oldest chunks go as if the bytes were full.
+// memory() stays within about capacity() * 9 / 8.
 #pragma once
 
 #include <cstddef>
@@ -32,6 +40,8 @@ class LogRing {
 
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return capacity_; }
+  // The bytes held, with the chunks' overhead (an estimate of what the allocator hands out).
+  std::size_t memory() const noexcept { return size_ + overhead_; }
 
   // A client has seen everything stored so far (a snapshot, or a follower that gets every
   // chunk as it is appended).
@@ -40,16 +50,22 @@ class LogRing {
   std::uint64_t unread_dropped() const noexcept { return unread_dropped_; }
 
  private:
-  // Accounts for the oldest `n` bytes of the stream (from begin_) leaving the ring.
-  void drop_front(std::size_t n) noexcept;
-
   struct Chunk {
     std::int64_t ts_ns;
     std::string bytes;
   };
 
+  // Accounts for the oldest `n` bytes of the stream (from begin_) leaving the ring.
+  void drop_front(std::size_t n) noexcept;
+  // Removes the oldest chunk; returns its size.
+  std::size_t pop_front() noexcept;
+  // What a chunk costs beyond its bytes.
+  static std::size_t overhead_of(const Chunk& c) noexcept;
+  std::size_t overhead_budget() const noexcept;
+
   std::size_t capacity_;
   std::size_t size_ = 0;
+  std::size_t overhead_ = 0;  // sum of overhead_of() over the chunks
   // Made on the first chunk: an empty std::deque already allocates about 600 bytes, and
   // most rings of a quiet process stay empty.
   std::optional<std::deque<Chunk>> chunks_;
