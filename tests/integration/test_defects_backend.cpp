@@ -277,3 +277,57 @@ TEST_CASE("event filters of many thousand entries match exactly like short ones"
   CHECK(next_event(sc) == "web " + std::string(event::stopped));
   CHECK(next_event(sc) == "sentinel " + std::string(event::stopped));
 }
+
+TEST_CASE("mgmtd warns when the open-file limit is below what its configuration needs",
+          "[defects-backend][startup]") {
+  REQUIRE(::access("/usr/bin/prlimit", X_OK) == 0);  // util-linux
+  TempDir dir;
+  dir.write("mgmt.yaml", "server:\n  socket: " + dir.file("run/m.sock") +
+                             "\n  write_hint: false\n"
+                             "limits:\n  max_connections: 1000\n"
+                             "backend:\n  plugin: process\n  config:\n    processes:\n" +
+                             ticker_processes("ticker"));
+  // JSON lines on stdout, readable while it runs.
+  Background d({"/usr/bin/prlimit", "--nofile=64:64", MGMTD_BIN, "-c", dir.file("mgmt.yaml"),
+                "--log-format", "json"},
+               {{"HOME", dir.path()}, {"XDG_CACHE_HOME", dir.file("cache")}});
+  std::string out;
+  REQUIRE(wait_until([&] {
+    out = d.out();
+    return out.find("ready (") != std::string::npos || out.find("\"error\"") != std::string::npos;
+  }, 20s));
+  INFO(out);
+  CHECK(out.find("open-file limit is 64 (hard limit 64), below the 1068 that "
+                 "limits.max_connections (1000) and 1 process need") != std::string::npos);
+  const auto at = out.find("pid ", out.find("ready ("));
+  REQUIRE(at != std::string::npos);
+  REQUIRE(::kill(static_cast<pid_t>(std::stol(out.substr(at + 4))), SIGTERM) == 0);
+  CHECK(d.wait().exit_code == 0);
+}
+
+TEST_CASE("mgmtd raises a low soft open-file limit to the hard one, and says so",
+          "[defects-backend][startup]") {
+  REQUIRE(::access("/usr/bin/prlimit", X_OK) == 0);  // util-linux
+  TempDir dir;
+  dir.write("mgmt.yaml", "server:\n  socket: " + dir.file("run/m.sock") +
+                             "\n  write_hint: false\n"
+                             "limits:\n  max_connections: 1000\n"
+                             "backend:\n  plugin: process\n  config:\n    processes:\n" +
+                             ticker_processes("ticker"));
+  Background d({"/usr/bin/prlimit", "--nofile=64:4096", MGMTD_BIN, "-c", dir.file("mgmt.yaml"),
+                "--log-format", "json"},
+               {{"HOME", dir.path()}, {"XDG_CACHE_HOME", dir.file("cache")}});
+  std::string out;
+  REQUIRE(wait_until([&] {
+    out = d.out();
+    return out.find("ready (") != std::string::npos || out.find("\"error\"") != std::string::npos;
+  }, 20s));
+  INFO(out);
+  CHECK(out.find("raised the open-file limit (RLIMIT_NOFILE) from 64 to the hard limit 4096") !=
+        std::string::npos);
+  CHECK(out.find("open-file limit is") == std::string::npos);  // enough now: no warning
+  const auto at = out.find("pid ", out.find("ready ("));
+  REQUIRE(at != std::string::npos);
+  REQUIRE(::kill(static_cast<pid_t>(std::stol(out.substr(at + 4))), SIGTERM) == 0);
+  CHECK(d.wait().exit_code == 0);
+}

@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdint>
 #include <filesystem>
 #include <iostream>
+#include <string>
 
 #include <spdlog/spdlog.h>
 
@@ -32,12 +34,48 @@ std::string builtin_plugin_dir() {
 
 // Each client connection and each child's pipes take descriptors; the soft limit (often
 // 1024) would cap connections well below limits.max_connections.
-void raise_fd_limit() {
+struct FdLimit {
+  bool known = false;
+  rlim_t before = 0;  // the soft limit mgmtd was started with
+  rlim_t soft = 0;
+  rlim_t hard = 0;
+};
+
+FdLimit raise_fd_limit() {
+  FdLimit l;
   rlimit rl{};
-  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return l;
+  l.known = true;
+  l.before = l.soft = rl.rlim_cur;
+  l.hard = rl.rlim_max;
+  if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &rl);
+    if (::setrlimit(RLIMIT_NOFILE, &rl) == 0) l.soft = rl.rlim_max;
   }
+  return l;
+}
+
+std::string limit_text(rlim_t v) { return v == RLIM_INFINITY ? "unlimited" : std::to_string(v); }
+
+// Said once the logger exists: what raise_fd_limit() did, and whether the limit is still
+// too low for the configuration (each connection takes one descriptor; each process about
+// four: three pipes and a pidfd; mgmtd itself a few dozen).
+void report_fd_limit(const FdLimit& l, std::size_t max_connections, std::size_t processes,
+                     spdlog::logger& log) {
+  if (!l.known) return;
+  if (l.soft != l.before) {
+    mgmt::log::info(log, "raised the open-file limit (RLIMIT_NOFILE) from {} to the hard limit {}",
+                    limit_text(l.before), limit_text(l.soft));
+  }
+  const std::uint64_t need = max_connections + 4 * processes + 64;
+  if (l.soft == RLIM_INFINITY || l.soft >= need) return;
+  mgmt::log::warn(log,
+                  "open-file limit is {} (hard limit {}), below the {} that limits.max_connections "
+                  "({}) and {} process{} need: connections or starts will fail with \"too many "
+                  "open files\"; raise the hard limit (systemd LimitNOFILE=, docker --ulimit "
+                  "nofile=, ulimit -n) or lower limits.max_connections",
+                  limit_text(l.soft), limit_text(l.hard), need, max_connections, processes,
+                  processes == 1 ? "" : "es");
 }
 
 }  // namespace
@@ -48,7 +86,7 @@ int main(int argc, char** argv) {
   const mgmt::daemon::Notifier notifier;
   std::string activation_note;
   std::optional<int> listen_fd = mgmt::daemon::take_listen_fd(activation_note);
-  raise_fd_limit();
+  const FdLimit fd_limit = raise_fd_limit();
 
   mgmt::daemon::Options opts;
   try {
@@ -88,6 +126,7 @@ int main(int argc, char** argv) {
   int rc = 0;
   mgmt::daemon::ReadyFile ready(opts.ready_file);  // [sidecar] removed on exit
   if (!activation_note.empty()) mgmt::log::warn(*log, "{}", activation_note);
+  report_fd_limit(fd_limit, cfg.limits.max_connections, runtime.backend().list().size(), *log);
   {
     mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits, cfg.access, cfg.streams,
                            listen_fd};
