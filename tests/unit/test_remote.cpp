@@ -185,7 +185,7 @@ TEST_CASE("shell_quote and split_words", "[remote]") {
   CHECK(mgmtctl::split_words("ssh") == std::vector<std::string>{"ssh"});
 }
 
-TEST_CASE("--host and --hosts-file: parsing and the fleet's usage rules", "[remote]") {
+TEST_CASE("mgmtctl --host and --hosts-file: parsing and the fleet's usage rules", "[remote]") {
   using mgmtctl::Command;
   using mgmtctl::parse_args;
   auto r = parse_args({"--host", "ssh://a", "--host=ssh://b, unix:///c", "list"});
