@@ -189,7 +189,9 @@ TEST_CASE("process config: errors name file, line, column and the fix", "[proces
         "mgmt.yaml:4:5: unknown key \"comand\" in a process (expected one of: id, name, "
         "command, args, env, work_dir, restart, max_restarts, restart_backoff, "
         "restart_backoff_max, restart_reset_after, stop_timeout, autostart, log_buffer, "
-        "log_file_dir, log_max_size, log_max_files, resources, depends_on)");
+        "log_file_dir, log_max_size, log_max_files, resources, depends_on, user, group, umask, "
+        "env_file, clear_env, rlimits, nice, oom_score_adj, stop_signal, stop_group, "
+        "start_seconds, start_retries, success_exit_codes, instances, tty, tty_size)");
   CHECK(error_of("processes:\n  - command: /bin/true\n") ==
         "mgmt.yaml:2:5: a process needs an id, e.g. `id: web`");
   CHECK(error_of("processes:\n  - id: web\n") ==

@@ -42,6 +42,10 @@ namespace event = mgmt::event;
 
 namespace {
 
+namespace ProcessBackendEvents {
+constexpr std::string_view reconfigured = mgmt::process::kEventReconfigured;
+}
+
 std::vector<std::string> types(std::initializer_list<std::string_view> list) {
   std::vector<std::string> out;
   for (auto t : list) out.emplace_back(t);
@@ -131,12 +135,15 @@ TEST_CASE("reconfigure: a changed process restarts with its new spec, logs kept,
     CHECK(e.restarts == 0);
     CHECK(e.exit_signal == SIGTERM);  // the last exit: the reload's stop
     CHECK(process_gone(old_pid));
-    CHECK(events.types("app") ==
-          types({event::stopping, event::stopped, event::starting, event::started}));
+    CHECK(events.types("app") == types({ProcessBackendEvents::reconfigured, event::stopping,
+                                        event::stopped, event::starting, event::started}));
+    CHECK(events.summary_of("app", ProcessBackendEvents::reconfigured) ==
+          "changed: env; restart needed: stopping pid " + std::to_string(old_pid) +
+              " to start it again");
     // A changed process that was not running takes the new spec and stays as it was.
     CHECK(b->status("off")->name == "Off");
     CHECK(state_of(*b, "off") == state::pending);
-    CHECK(events.types("off").empty());
+    CHECK(events.types("off") == types({ProcessBackendEvents::reconfigured}));
   }
   CHECK(zombies() == 0);
 }
@@ -162,6 +169,19 @@ TEST_CASE("reconfigure: every field counts as a change, an equal spec is left al
       base + "    log_max_size: 1MiB\n",
       base + "    log_max_files: 2\n",
       base + "    resources: {max_rss: 1GiB}\n",
+      base + "    group: \"" + std::to_string(::getegid()) + "\"\n",
+      base + "    umask: \"027\"\n",
+      base + "    env_file: /etc/x.env\n",
+      base + "    clear_env: true\n",
+      base + "    rlimits: {nofile: 1024}\n",
+      base + "    nice: 1\n",
+      base + "    oom_score_adj: 1\n",
+      base + "    stop_signal: INT\n",
+      base + "    stop_group: false\n",
+      base + "    start_seconds: 1s\n",
+      base + "    start_retries: 1\n",
+      base + "    success_exit_codes: [0, 2]\n",
+      base + "    tty: true\n",
   };
   const auto parse = [](const std::string& entry) {
     return mgmt::process::parse_backend_config(YAML::Load("processes:\n" + entry), "t.yaml")
@@ -172,6 +192,7 @@ TEST_CASE("reconfigure: every field counts as a change, an equal spec is left al
   for (const auto& v : variants) {
     INFO(v);
     CHECK_FALSE(p == parse(v));
+    CHECK_FALSE(mgmt::process::changed_fields(p, parse(v)).empty());
   }
   // depends_on, against a config that has the dependency.
   const auto with_dep = mgmt::process::parse_backend_config(
@@ -286,19 +307,21 @@ TEST_CASE("reconfigure: dependencies of the new set are honoured", "[process][re
     b->start_all();
     REQUIRE(wait_until([&] { return state_of(*b, "web") == state::running; }));
     EventLog events(*b);
-    // web now depends on a new db (not autostart: pulled in by web's restart), and a new
-    // api depends on web. Listed against the dependency order on purpose.
+    // web now depends on a new db (not autostart: pulled in by web's restart, which its
+    // new env asks for), and a new api depends on web. Listed against the dependency order
+    // on purpose.
     REQUIRE(reload(*b, "processes:\n" +
                            sh_process("api", "exec sleep 30", "    depends_on: web\n") +
-                           sh_process("web", "exec sleep 30", "    depends_on: [db]\n") +
+                           sh_process("web", "exec sleep 30",
+                                      "    depends_on: [db]\n    env: {V: \"2\"}\n") +
                            sh_process("db", "exec sleep 30", "    autostart: false\n")) == "");
     REQUIRE(wait_until([&] {
       return state_of(*b, "api") == state::running && state_of(*b, "web") == state::running &&
              state_of(*b, "db") == state::running;
     }));
     CHECK(events.types("db") == types({event::registered, event::starting, event::started}));
-    CHECK(events.types("web") ==
-          types({event::stopping, event::stopped, event::starting, event::started}));
+    CHECK(events.types("web") == types({ProcessBackendEvents::reconfigured, event::stopping,
+                                        event::stopped, event::starting, event::started}));
     CHECK(events.types("api") == types({event::registered, event::starting, event::started}));
     CHECK(events.index("db", event::started) < events.index("web", event::started));
     CHECK(events.index("web", event::started) < events.index("api", event::started));
@@ -344,8 +367,9 @@ TEST_CASE("reconfigure: a reload meets stops in progress", "[process][reconfigur
     auto stop_a = async_call(false, *b, "a");
     auto stop_b = async_call(false, *b, "b");
     REQUIRE(state_of(*b, "a") == state::stopping);
-    REQUIRE(reload(*b, "processes:\n" + slow("a", "    name: A2\n") + slow("c", "    name: C2\n")) ==
-            "");
+    // (A new env: a change that restarts a running process.)
+    REQUIRE(reload(*b, "processes:\n" + slow("a", "    name: A2\n    env: {V: \"2\"}\n") +
+                           slow("c", "    name: C2\n    env: {V: \"2\"}\n")) == "");
     CHECK(ids(*b) == std::vector<std::string>{"a", "c"});
     CHECK(state_of(*b, "a") == state::stopping);
     CHECK(state_of(*b, "c") == state::stopping);
@@ -365,9 +389,11 @@ TEST_CASE("reconfigure: a reload meets stops in progress", "[process][reconfigur
     CHECK(b->status("a")->name == "A2");
     CHECK(b->status("c")->name == "C2");
     CHECK_FALSE(b->status("b"));
-    CHECK(events.types("a") == types({event::stopping, event::stopped}));
+    CHECK(events.types("a") ==
+          types({event::stopping, ProcessBackendEvents::reconfigured, event::stopped}));
     CHECK(events.types("b") == types({event::stopping, event::stopped}));
-    CHECK(events.types("c") == types({event::stopping, event::stopped}));
+    CHECK(events.types("c") ==
+          types({ProcessBackendEvents::reconfigured, event::stopping, event::stopped}));
     CHECK(state_of(*b, "a") == state::stopped);
     CHECK(state_of(*b, "c") == state::stopped);
     // And a start now runs the new spec.

@@ -1,12 +1,16 @@
 #include "child.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,9 +27,44 @@ std::string errno_text(int err) { return std::system_category().message(err); }
 
 // What the child writes to the status pipe when it cannot exec.
 struct ExecFailure {
-  enum Stage : int { setup = 0, chdir = 1, exec = 2 };
+  enum Stage : int {
+    setup = 0,
+    chdir = 1,
+    exec = 2,
+    tty = 3,
+    rlimit = 4,  // detail: the resource
+    nice = 5,
+    oom_score_adj = 6,
+    groups = 7,
+    gid = 8,
+    uid = 9,
+  };
   int stage;
   int err;
+  int detail;
+};
+
+// What exec_child needs, all prepared before fork (the child must not allocate).
+struct ChildSetup {
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  const char* work_dir;
+  pid_t parent;
+  int devnull, out, err, status;
+  int tty;  // the terminal's slave side, -1 without tty
+  const RLimit* rlimits;
+  std::size_t rlimit_count;
+  bool set_nice;
+  int nice;
+  const char* oom_score_adj;  // "" = leave it
+  int umask;
+  bool switch_ids;
+  bool set_uid;
+  uid_t uid;
+  gid_t gid;
+  const gid_t* groups;
+  std::size_t group_count;
 };
 
 // Moves `fd` to a number above stderr so the dup2 calls in the child cannot clobber one
@@ -107,17 +146,21 @@ void cloexec_from(int from) {
 }
 
 // Runs in the forked child: async-signal-safe calls only, no allocation, no locks.
-[[noreturn]] void exec_child(const char* path, char* const* argv, char* const* envp,
-                             const char* work_dir, pid_t parent, int devnull, int out, int err,
-                             int status) {
-  auto fail = [status](int stage, int e) {
-    const ExecFailure f{stage, e};
-    [[maybe_unused]] const auto n = ::write(status, &f, sizeof f);
+[[noreturn]] void exec_child(const ChildSetup& c) {
+  auto fail = [&c](int stage, int e, int detail = 0) {
+    const ExecFailure f{stage, e, detail};
+    [[maybe_unused]] const auto n = ::write(c.status, &f, sizeof f);
     ::_exit(127);
   };
-  ::setpgid(0, 0);
+  // On a terminal the child leads a session of its own (and so its own process group, with
+  // the same number as with setpgid): a controlling terminal needs a session.
+  if (c.tty >= 0) {
+    if (::setsid() < 0) fail(ExecFailure::tty, errno);
+  } else {
+    ::setpgid(0, 0);
+  }
   // Dies with the supervisor thread; if the parent is already gone, the signal was missed.
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != c.parent) ::_exit(127);
   // Dispositions first, then the mask: a pending signal must not reach a parent's handler.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
@@ -125,13 +168,45 @@ void cloexec_from(int from) {
   sigset_t none;
   ::sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  if (::dup2(devnull, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) {
+  if (c.tty >= 0) {
+    if (::ioctl(c.tty, TIOCSCTTY, 0) != 0) fail(ExecFailure::tty, errno);
+    if (::dup2(c.tty, 0) < 0 || ::dup2(c.tty, 1) < 0 || ::dup2(c.tty, 2) < 0) {
+      fail(ExecFailure::setup, errno);
+    }
+  } else if (::dup2(c.devnull, 0) < 0 || ::dup2(c.out, 1) < 0 || ::dup2(c.err, 2) < 0) {
     fail(ExecFailure::setup, errno);
   }
   // Whatever else the server had open (without O_CLOEXEC) must not leak into the child.
   if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) cloexec_from(3);
-  if (work_dir[0] != '\0' && ::chdir(work_dir) != 0) fail(ExecFailure::chdir, errno);
-  ::execve(path, argv, envp);
+  // Limits and priority while still privileged (raising a hard limit, a negative nice, a
+  // lower oom_score_adj need root), then the switch of user.
+  for (std::size_t i = 0; i < c.rlimit_count; ++i) {
+    const rlimit lim{static_cast<rlim_t>(c.rlimits[i].soft), static_cast<rlim_t>(c.rlimits[i].hard)};
+    if (::setrlimit(static_cast<__rlimit_resource_t>(c.rlimits[i].resource), &lim) != 0) {
+      fail(ExecFailure::rlimit, errno, c.rlimits[i].resource);
+    }
+  }
+  if (c.set_nice && ::setpriority(PRIO_PROCESS, 0, c.nice) != 0) fail(ExecFailure::nice, errno);
+  if (c.oom_score_adj[0] != '\0') {
+    const int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) fail(ExecFailure::oom_score_adj, errno);
+    const std::size_t len = std::strlen(c.oom_score_adj);
+    if (::write(fd, c.oom_score_adj, len) != static_cast<ssize_t>(len)) {
+      fail(ExecFailure::oom_score_adj, errno);
+    }
+    ::close(fd);
+  }
+  if (c.umask >= 0) ::umask(static_cast<mode_t>(c.umask));
+  if (c.switch_ids) {
+    if (::setgroups(c.group_count, c.groups) != 0) fail(ExecFailure::groups, errno);
+    if (::setgid(c.gid) != 0) fail(ExecFailure::gid, errno);
+    if (c.set_uid && ::setuid(c.uid) != 0) fail(ExecFailure::uid, errno);
+    // A change of credentials clears the parent-death signal: set it again.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != c.parent) ::_exit(127);
+  }
+  // After the switch: the folder is entered with the user's rights.
+  if (c.work_dir[0] != '\0' && ::chdir(c.work_dir) != 0) fail(ExecFailure::chdir, errno);
+  ::execve(c.path, c.argv, c.envp);
   fail(ExecFailure::exec, errno);
   ::_exit(127);  // not reached
 }
@@ -150,22 +225,50 @@ std::string describe(const ExitStatus& s) {
 }
 
 std::variant<ExecPlan, std::string> make_exec_plan(const ProcessSpec& spec,
-                                                   const char* const* base_env) {
+                                                   const char* const* base_env,
+                                                   const EnvVars& file_env) {
   ExecPlan plan;
   plan.work_dir = spec.work_dir;
   plan.argv.reserve(spec.args.size() + 1);
   plan.argv.push_back(spec.command);
   plan.argv.insert(plan.argv.end(), spec.args.begin(), spec.args.end());
+  plan.rlimits = spec.rlimits;
+  plan.nice = spec.nice;
+  if (spec.oom_score_adj) plan.oom_score_adj = std::to_string(*spec.oom_score_adj);
+  plan.umask = spec.umask;
+  plan.identity = spec.identity;
+  plan.tty = spec.tty;
+  plan.tty_cols = spec.tty_cols;
+  plan.tty_rows = spec.tty_rows;
 
   std::string path_var = "/usr/local/bin:/usr/bin:/bin";  // execvp's fallback
   auto key_of = [](std::string_view kv) { return kv.substr(0, kv.find('=')); };
+  // Later sources win: a key set again replaces the earlier value where it stood.
+  auto set = [&](std::string_view key, std::string_view value) {
+    std::string kv = std::string(key) + "=" + std::string(value);
+    for (auto& e : plan.envp) {
+      if (key_of(e) == key) {
+        e = std::move(kv);
+        return;
+      }
+    }
+    plan.envp.push_back(std::move(kv));
+  };
   for (const char* const* e = base_env; e && *e; ++e) {
     const std::string_view kv(*e);
-    bool overridden = false;
-    for (const auto& [k, v] : spec.env) overridden = overridden || key_of(kv) == k;
-    if (!overridden) plan.envp.emplace_back(kv);
+    if (kv.find('=') == std::string_view::npos) continue;
+    if (!spec.clear_env || key_of(kv) == "PATH") plan.envp.emplace_back(kv);
   }
-  for (const auto& [k, v] : spec.env) plan.envp.push_back(k + "=" + v);
+  if (!spec.identity.user.empty()) {
+    set("HOME", spec.identity.home);
+    set("USER", spec.identity.name);
+    set("LOGNAME", spec.identity.name);
+    set("SHELL", spec.identity.shell);
+  }
+  for (const auto& [k, v] : file_env) set(k, v);
+  for (const auto& [k, v] : spec.env) set(k, v);
+  set("MGMT_PROCESS_ID", spec.id);
+  if (spec.instance >= 0) set("MGMT_INSTANCE", std::to_string(spec.instance));
   for (const auto& kv : plan.envp) {
     if (key_of(kv) == "PATH") path_var = kv.substr(5);
   }
@@ -190,15 +293,39 @@ std::variant<ExecPlan, std::string> make_exec_plan(const ProcessSpec& spec,
 
 std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
   Child c;
-  UniqueFd out_w, err_w, status_w;
-  if (!make_pipe(c.streams_[out], out_w) || !make_pipe(c.streams_[err], err_w) ||
-      !make_pipe(c.status_, status_w)) {
+  UniqueFd out_w, err_w, status_w, tty;
+  if (!make_pipe(c.status_, status_w)) return "pipe: " + errno_text(errno);
+  if (plan.tty) {
+    // The terminal is made here: ptsname and friends are not async-signal-safe. The slave
+    // is opened here too (O_NOCTTY: never mgmtd's terminal), and the child makes it its
+    // controlling terminal; our copy is closed on return, so the master reads EIO (the
+    // end) once the child and whatever inherited it are gone.
+    UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+    char name[128];
+    if (!master || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0 ||
+        ::ptsname_r(master.get(), name, sizeof name) != 0) {
+      return "pseudo-terminal: " + errno_text(errno);
+    }
+    tty.reset(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!tty || !lift(tty) || !lift(master)) return "open " + std::string(name) + ": " + errno_text(errno);
+    // Output goes to logs, not to a screen: newlines stay "\n" (no CR LF).
+    termios t{};
+    if (::tcgetattr(tty.get(), &t) == 0) {
+      t.c_oflag &= ~static_cast<tcflag_t>(ONLCR);
+      ::tcsetattr(tty.get(), TCSANOW, &t);
+    }
+    winsize ws{};
+    ws.ws_col = plan.tty_cols;
+    ws.ws_row = plan.tty_rows;
+    if (::ioctl(master.get(), TIOCSWINSZ, &ws) != 0) return "tty_size: " + errno_text(errno);
+    c.streams_[out] = std::move(master);
+  } else if (!make_pipe(c.streams_[out], out_w) || !make_pipe(c.streams_[err], err_w)) {
     return "pipe: " + errno_text(errno);
   }
   UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull || !lift(devnull)) return "open /dev/null: " + errno_text(errno);
   for (const UniqueFd* fd : {&c.streams_[out], &c.streams_[err], &c.status_}) {
-    if (!set_nonblocking(fd->get())) return "fcntl: " + errno_text(errno);
+    if (*fd && !set_nonblocking(fd->get())) return "fcntl: " + errno_text(errno);
   }
 
   std::vector<char*> argv;
@@ -207,7 +334,31 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
   std::vector<char*> envp;
   for (const auto& e : plan.envp) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  const pid_t parent = ::getpid();
+  const std::vector<gid_t> groups(plan.identity.groups.begin(), plan.identity.groups.end());
+  const ChildSetup setup{
+      plan.path.c_str(),
+      argv.data(),
+      envp.data(),
+      plan.work_dir.c_str(),
+      ::getpid(),
+      devnull.get(),
+      out_w.get(),
+      err_w.get(),
+      status_w.get(),
+      tty.get(),
+      plan.rlimits.data(),
+      plan.rlimits.size(),
+      plan.nice.has_value(),
+      plan.nice.value_or(0),
+      plan.oom_score_adj.c_str(),
+      plan.umask,
+      plan.identity.switch_ids,
+      !plan.identity.user.empty(),
+      static_cast<uid_t>(plan.identity.uid),
+      static_cast<gid_t>(plan.identity.gid),
+      groups.data(),
+      groups.size(),
+  };
 
   // Signals stay blocked across fork so no handler of the server runs in the child before
   // it has reset them.
@@ -215,23 +366,26 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
   const pid_t pid = ::fork();
-  if (pid == 0) {
-    exec_child(plan.path.c_str(), argv.data(), envp.data(), plan.work_dir.c_str(), parent,
-               devnull.get(), out_w.get(), err_w.get(), status_w.get());
-  }
+  if (pid == 0) exec_child(setup);
   const int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) return "fork: " + errno_text(fork_errno);
 
   c.pid_ = pid;
-  // Also set here, so that kill(-pid) works even before the child has run.
-  ::setpgid(pid, pid);
+  c.own_session_ = plan.tty;
+  // Also set here, so that kill(-pid) works even before the child has run. Not on a
+  // terminal: setsid() fails in a process that already leads a group.
+  if (!plan.tty) ::setpgid(pid, pid);
   // Through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C" and does not link from C++.
   c.pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   // The child cannot be reaped before we are done here, so /proc/<pid> is still its.
   if (const auto st = read_proc_stat(pid)) c.start_time_ = st->start_time;
   c.path_ = plan.path;
   c.work_dir_ = plan.work_dir;
+  c.nice_ = plan.nice;
+  c.oom_score_adj_ = plan.oom_score_adj;
+  c.user_ = plan.identity.user;
+  c.group_ = plan.identity.group;
   return c;
 }
 
@@ -241,10 +395,27 @@ std::optional<std::string> Child::read_exec_status() {
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return std::nullopt;
   status_.reset();
   if (n != static_cast<ssize_t>(sizeof f)) return std::string();
+  const std::string err = errno_text(f.err);
   switch (f.stage) {
-    case ExecFailure::chdir: return "chdir " + work_dir_ + ": " + errno_text(f.err);
-    case ExecFailure::exec: return "exec " + path_ + ": " + errno_text(f.err);
-    default: return "redirecting stdio: " + errno_text(f.err);
+    case ExecFailure::chdir: return "chdir " + work_dir_ + ": " + err;
+    case ExecFailure::exec: return "exec " + path_ + ": " + err;
+    case ExecFailure::tty: return "controlling terminal: " + err;
+    case ExecFailure::rlimit: return "rlimits." + std::string(rlimit_name(f.detail)) + ": " + err;
+    case ExecFailure::nice: return "nice " + std::to_string(nice_.value_or(0)) + ": " + err;
+    case ExecFailure::oom_score_adj: return "oom_score_adj " + oom_score_adj_ + ": " + err;
+    case ExecFailure::groups: return "setgroups for user " + user_ + ": " + err;
+    case ExecFailure::gid:
+      return "setgid to group " + (group_.empty() ? "of user " + user_ : group_) + ": " + err;
+    case ExecFailure::uid: return "setuid to user " + user_ + ": " + err;
+    default: return "redirecting stdio: " + err;
+  }
+}
+
+void Child::signal(int sig, bool group) const noexcept {
+  if (group) {
+    signal_group(sig);
+  } else if (pid_ > 0) {
+    ::kill(pid_, sig);
   }
 }
 

@@ -22,12 +22,25 @@ struct ExecPlan {
   std::vector<std::string> argv;
   std::vector<std::string> envp;  // "KEY=value"
   std::string work_dir;           // "" = stay in the server's
+  // Applied in the child before exec, in this order (privileged ones before the switch).
+  std::vector<RLimit> rlimits;
+  std::optional<int> nice;
+  std::string oom_score_adj;  // the decimal text to write; "" = leave it
+  int umask = -1;
+  Identity identity;  // switched when identity.switch_ids
+  bool tty = false;   // a pseudo-terminal for stdin, stdout and stderr
+  std::uint16_t tty_cols = 80;
+  std::uint16_t tty_rows = 24;
 };
 
-// Merges the spec's env over `base_env` and resolves the command in the resulting PATH.
-// Returns the plan, or an error text when the command is not found.
+// Builds the environment (mgmtd's `base_env`, or only its PATH with clear_env; then the
+// user's HOME, USER, LOGNAME and SHELL; then `file_env`, the env files' pairs; then the
+// spec's env; then MGMT_PROCESS_ID and MGMT_INSTANCE), resolves the command in the
+// resulting PATH and copies what the child applies before exec. Returns the plan, or an
+// error text when the command is not found.
 std::variant<ExecPlan, std::string> make_exec_plan(const ProcessSpec& spec,
-                                                   const char* const* base_env);
+                                                   const char* const* base_env,
+                                                   const EnvVars& file_env = {});
 
 // How a child ended. Both empty when it was reaped by someone else.
 struct ExitStatus {
@@ -44,8 +57,11 @@ class Child {
  public:
   enum Stream { out = 0, err = 1 };
 
-  // Forks and execs `plan`. Returns the child, or an error text when a pipe or fork
-  // failed. A failing chdir or exec is reported later through read_exec_status().
+  // Forks and execs `plan`. Returns the child, or an error text when a pipe, the
+  // pseudo-terminal or fork failed. Whatever fails in the child (a limit the kernel
+  // refuses, the switch of user, chdir, exec) is reported later through read_exec_status().
+  // With plan.tty the child leads a session of its own, on the terminal, and stream_fd(out)
+  // reads the terminal (stderr included; stream_fd(err) is -1).
   static std::variant<Child, std::string> spawn(const ExecPlan& plan);
 
   Child(Child&&) noexcept = default;
@@ -70,6 +86,10 @@ class Child {
 
   // Signals the child's whole process group, and the child itself (wherever its group).
   void signal_group(int sig) const noexcept;
+  // signal_group(sig) when `group`, else the child alone.
+  void signal(int sig, bool group) const noexcept;
+  // The child leads a session of its own (tty), else it is in mgmtd's session.
+  bool own_session() const noexcept { return own_session_; }
   // True once the child has exited (it is a zombie or already gone), without reaping it:
   // until it is reaped its pid, and so its process group id, cannot be reused.
   bool has_exited() const noexcept;
@@ -84,8 +104,14 @@ class Child {
   UniqueFd pidfd_;
   UniqueFd streams_[2];
   UniqueFd status_;
+  bool own_session_ = false;
+  // For the texts of read_exec_status().
   std::string path_;
   std::string work_dir_;
+  std::optional<int> nice_;
+  std::string oom_score_adj_;
+  std::string user_;
+  std::string group_;
 };
 
 }  // namespace mgmt::process

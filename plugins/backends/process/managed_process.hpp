@@ -69,6 +69,10 @@ struct ManagedProcess {
   std::string last_error;
   std::string kill_reason;  // why the supervisor killed the current child (max_rss), if it did
 
+  std::optional<SteadyTime> up_at;       // state starting: running once start_seconds passed
+  std::uint32_t start_failures = 0;      // exits before start_seconds, since the last good start
+  EnvVars env_file_vars;                 // what the env files held when the child started
+
   std::optional<SteadyTime> restart_at;  // state restarting
   std::optional<SteadyTime> kill_at;     // state stopping: SIGKILL the group then
   std::optional<SteadyTime> give_up_at;  // SIGKILL sent: stop waiting then

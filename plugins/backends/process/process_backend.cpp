@@ -446,6 +446,16 @@ std::string ProcessBackend::reconfigure(const YAML::Node& config, const std::str
            (subreaper_wanted_ ? "true" : "false") + "); keep it, or restart mgmtd to change it";
   }
 
+  // What the env files hold now, read before taking the lock: a running child whose files
+  // changed since it started is restarted, as for a change of its `env`. (A file that
+  // cannot be read is no reason to stop a running child; its next start reports it.)
+  std::map<std::string, EnvVars> file_envs;
+  for (const auto& spec : next.processes) {
+    if (spec.env_files.empty()) continue;
+    auto vars = read_env_files(spec.env_files);
+    if (auto* v = std::get_if<EnvVars>(&vars)) file_envs.emplace(spec.id, std::move(*v));
+  }
+
   // 2. Apply, all under the lock: clients see the old set or the new one, never a mix.
   const auto order = start_order(next.processes);
   Completions done;
@@ -465,7 +475,13 @@ std::string ProcessBackend::reconfigure(const YAML::Node& config, const std::str
     for (const auto& spec : next.processes) {
       if (ManagedProcess* p = find(spec.id)) {
         in_file_order.push_back(p);
-        if (!(spec == p->latest_spec())) change(*p, spec, to_start);
+        auto fields = changed_fields(p->latest_spec(), spec);
+        const auto files = file_envs.find(spec.id);
+        if (!p->next_spec && p->alive() && !p->exec_failed && files != file_envs.end() &&
+            spec.env_files == p->spec.env_files && files->second != p->env_file_vars) {
+          fields.emplace_back("env_file contents");
+        }
+        if (!fields.empty()) change(*p, spec, fields, to_start);
         continue;
       }
       added.push_back(std::make_unique<ManagedProcess>(spec));
@@ -542,26 +558,68 @@ void ProcessBackend::relink() {
 }
 
 void ProcessBackend::change(ManagedProcess& p, ProcessSpec spec,
+                            const std::vector<std::string>& fields,
                             std::vector<ManagedProcess*>& to_start) {
-  if (log_) mgmt::log::info(*log_, "process {}: configuration changed", p.spec.id);
-  p.restarts = 0;
-  p.consecutive = 0;
+  std::string list;
+  for (const auto& f : fields) list += (list.empty() ? "" : ", ") + f;
+  const bool restart = needs_restart(fields);
+  if (log_) mgmt::log::info(*log_, "process {}: configuration changed ({})", p.spec.id, list);
   changed();
+  std::string how;
+  bool stop_now = false;
+  if (restart) {
+    // Another program, in effect: its counts start over.
+    p.restarts = 0;
+    p.consecutive = 0;
+    p.start_failures = 0;
+  }
   if (!p.child) {
     p.next_spec.reset();
     p.set_spec(std::move(spec));
-    // A pending start forks with the new spec anyway; a pending restart happens now.
-    if (p.state == state::restarting) to_start.push_back(&p);
-    return;
+    how = "no restart needed: not running, taken at its next start";
+    // A pending start forks with the new spec anyway; a pending restart of a changed
+    // program happens now.
+    if (restart && p.state == state::restarting) {
+      to_start.push_back(&p);
+      how = "restart needed: the pending restart happens now";
+    }
+  } else if (p.next_spec) {
+    // Already on its way to an earlier reload's spec: this one replaces it.
+    *p.next_spec = std::move(spec);
+    how = "restart needed: taken when the child being stopped has exited";
+  } else if (!restart) {
+    // Nothing the running program sees: taken at once, the child runs on (same pid, logs
+    // and counters). Timers that are running follow the new values.
+    const bool resources_changed = spec.resources != p.spec.resources;
+    p.set_spec(std::move(spec));
+    if (resources_changed) {
+      p.over_rss = false;
+      p.sample_at.reset();
+      if (p.spec.resources.max_rss > 0) {
+        p.sample_at = steady_clock::now() + p.spec.resources.sample_interval;
+      }
+    }
+    if (p.up_at) p.up_at = p.run_started + p.spec.start_seconds;
+    how = "no restart needed: applied in place, pid " + std::to_string(p.child->pid()) + " kept";
+  } else {
+    // The child runs the old spec: it is stopped (with the old stop settings) and the new
+    // spec is taken once it is reaped.
+    p.next_spec = std::make_unique<ProcessSpec>(std::move(spec));
+    if (!p.exec_failed && (p.state == state::running || p.state == state::starting)) {
+      how = "restart needed: stopping pid " + std::to_string(p.child->pid()) +
+            " to start it again";
+      stop_now = true;
+    } else {
+      // Already stopping (a client's stop, or an earlier reload's restart): it goes on as
+      // it was.
+      how = "restart needed: taken when the child being stopped has exited";
+    }
   }
-  // The child runs the old spec: it is stopped (with the old stop_timeout) and the new
-  // spec is taken once it is reaped.
-  p.next_spec = std::make_unique<ProcessSpec>(std::move(spec));
-  if (!p.exec_failed && (p.state == state::running || p.state == state::starting)) {
+  emit(&p, kEventReconfigured, "changed: " + list + "; " + how);
+  if (stop_now) {  // after the event, which says why
     begin_stop(p);
     p.restart_after_stop = true;
   }
-  // Already stopping (a client's stop, or an earlier reload's restart): it goes on as it was.
 }
 
 void ProcessBackend::retire(ManagedProcess& p, Completions& done) {
@@ -609,6 +667,7 @@ void ProcessBackend::manual_start(ManagedProcess& p) {
   }
   p.restart_at.reset();
   p.consecutive = 0;
+  p.start_failures = 0;
   p.last_error.clear();
   request_start(p);
 }
@@ -625,9 +684,10 @@ void ProcessBackend::begin_stop(ManagedProcess& p) {
   p.kill_at = steady_clock::now() + p.spec.stop_timeout;
   const pid_t pid = p.child->pid();
   emit(&p, event::stopping,
-       "SIGTERM to process group " + std::to_string(pid) + ", SIGKILL in " +
-           std::to_string(p.spec.stop_timeout.count()) + " ms");
-  p.child->signal_group(SIGTERM);
+       signal_name(p.spec.stop_signal) + (p.spec.stop_group ? " to process group " : " to pid ") +
+           std::to_string(pid) + ", SIGKILL in " + std::to_string(p.spec.stop_timeout.count()) +
+           " ms");
+  p.child->signal(p.spec.stop_signal, p.spec.stop_group);
 }
 
 void ProcessBackend::cancel_start(ManagedProcess& p, std::string_view why, Completions& done) {
@@ -847,11 +907,20 @@ void ProcessBackend::stop_queued() {
 
 void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   p.spawn_requested = false;
-  auto plan = make_exec_plan(p.spec, environ);
+  // Read at each start, so an edited file takes effect at the next one. (Small files,
+  // read under the lock: a start is rare next to everything else the lock guards.)
+  EnvVars file_env;
+  if (!p.spec.env_files.empty()) {
+    auto vars = read_env_files(p.spec.env_files);
+    if (auto* err = std::get_if<std::string>(&vars)) return fail_start(p, *err, done);
+    file_env = std::move(std::get<EnvVars>(vars));
+  }
+  auto plan = make_exec_plan(p.spec, environ, file_env);
   if (auto* err = std::get_if<std::string>(&plan)) return fail_start(p, *err, done);
   auto child = Child::spawn(std::get<ExecPlan>(plan));
   if (auto* err = std::get_if<std::string>(&child)) return fail_start(p, *err, done);
   p.child.emplace(std::move(std::get<Child>(child)));
+  p.env_file_vars = std::move(file_env);
   p.exec_failed = false;
   p.kill_reason.clear();
   p.over_rss = false;
@@ -881,10 +950,64 @@ void ProcessBackend::on_exec_status(ManagedProcess& p, Completions& done) {
     p.last_error = *result;
     changed();
   } else if (p.state == state::starting) {
-    p.state = state::running;
-    emit(&p, event::started, "pid " + std::to_string(p.child->pid()));
+    if (p.spec.start_seconds.count() > 0) {
+      // Executed; it counts as started (and its start waiters are answered) once it has
+      // stayed up start_seconds (on_timers).
+      p.up_at = p.run_started + p.spec.start_seconds;
+      return;
+    }
+    return now_running(p, done);
   }
   finish_waiters(p.start_waiters, *result, p, done);
+}
+
+void ProcessBackend::now_running(ManagedProcess& p, Completions& done) {
+  p.up_at.reset();
+  p.start_failures = 0;
+  p.state = state::running;
+  std::string summary = "pid " + std::to_string(p.child->pid());
+  if (p.spec.start_seconds.count() > 0) {
+    summary += " (up " + std::to_string(p.spec.start_seconds.count()) + " ms)";
+  }
+  emit(&p, event::started, std::move(summary));
+  finish_waiters(p.start_waiters, "", p, done);
+}
+
+void ProcessBackend::failed_start(ManagedProcess& p, const std::string& how,
+                                  steady_clock::duration ran_for, Completions& done) {
+  const std::string early =
+      how + " after " + std::to_string(std::chrono::duration_cast<milliseconds>(ran_for).count()) +
+      " ms, before start_seconds (" + std::to_string(p.spec.start_seconds.count()) + " ms)";
+  p.state = state::crashed;
+  emit(&p, event::crashed, early);
+  if (shutting_down_) {
+    finish_waiters(p.start_waiters, "process " + p.spec.id + " " + early, p, done);
+    return;
+  }
+  if (p.start_failures >= p.spec.start_retries) {
+    const std::uint32_t starts = p.start_failures + 1;
+    p.state = state::failed;
+    p.last_error = "gave up after " + std::to_string(starts) + " failed start" +
+                   (starts == 1 ? "" : "s") + " (last: " + early + ")";
+    emit(&p, event::failed, p.last_error);
+    if (log_) mgmt::log::error(*log_, "process {}: {}", p.spec.id, p.last_error);
+    finish_waiters(p.start_waiters, p.last_error, p, done);
+    return;
+  }
+  // Retried with the restart backoff, whatever the restart policy (as supervisord's
+  // startretries); start waiters wait on for the outcome.
+  ++p.start_failures;
+  ++p.restarts;
+  auto delay = p.spec.restart_backoff;
+  for (std::uint32_t i = 1; i < p.start_failures && delay < p.spec.restart_backoff_max; ++i) {
+    delay *= 2;
+  }
+  delay = std::min(delay, p.spec.restart_backoff_max);
+  p.state = state::restarting;
+  emit(&p, event::restarting,
+       early + ": next attempt in " + std::to_string(delay.count()) + " ms (start retry " +
+           std::to_string(p.start_failures) + " of " + std::to_string(p.spec.start_retries) + ")");
+  p.restart_at = steady_clock::now() + delay;
 }
 
 void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
@@ -995,6 +1118,7 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
   p.kill_at.reset();
   p.give_up_at.reset();
   p.sample_at.reset();
+  p.up_at.reset();
   std::string how = describe(*status);
   if (!p.kill_reason.empty()) how += " (" + p.kill_reason + ")";
   if (exec_failed) {
@@ -1015,8 +1139,14 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
     finish_waiters(p.stop_waiters, "", p, done);
     return true;
   }
-  // An exit nobody asked for.
-  const bool clean = status->code == 0 && !status->signal;
+  // An exit nobody asked for: before start_seconds, a failed start.
+  if (p.state == state::starting) {
+    failed_start(p, how, ran_for, done);
+    return true;
+  }
+  const auto& ok = p.spec.success_exit_codes;
+  const bool clean =
+      !status->signal && status->code && std::find(ok.begin(), ok.end(), *status->code) != ok.end();
   if (clean) {
     p.state = state::stopped;
     emit(&p, event::stopped, how);
@@ -1061,6 +1191,10 @@ void ProcessBackend::on_timers(SteadyTime now, Completions& done) {
     if (p.restart_at && now >= *p.restart_at) {
       p.restart_at.reset();
       request_start(p);  // forked right after the timers, once its dependencies run
+    }
+    if (p.up_at && now >= *p.up_at) {
+      p.up_at.reset();
+      if (p.child && !p.exec_failed && p.state == state::starting) now_running(p, done);
     }
     if (p.kill_at && now >= *p.kill_at && p.child) {
       p.kill_at.reset();
@@ -1222,7 +1356,9 @@ void ProcessBackend::save_groups() {
   std::vector<GroupRecord> groups;
   for (const auto& p : procs_) {
     if (!p->child) continue;
-    groups.push_back(GroupRecord{p->child->pid(), p->child->start_time(), session_, p->spec.id});
+    // A child on a terminal leads a session of its own.
+    const pid_t session = p->child->own_session() ? p->child->pid() : session_;
+    groups.push_back(GroupRecord{p->child->pid(), p->child->start_time(), session, p->spec.id});
   }
   registry_.save(groups);
 }
@@ -1234,6 +1370,7 @@ int ProcessBackend::poll_timeout_ms(SteadyTime now) const {
   };
   for (const auto& p : procs_) {
     consider(p->restart_at);
+    consider(p->up_at);
     consider(p->kill_at);
     consider(p->give_up_at);
     consider(p->sample_at);

@@ -28,14 +28,17 @@
 // children and waits for them by pid may find them reaped by this backend; such a plugin
 // should set `subreaper: false` here, or use pidfds.
 //
-// Giving up. A stop sends SIGTERM to the child's group (and the child), SIGKILL after
+// Giving up. A stop sends stop_signal (SIGTERM) to the child's group and the child (or
+// the child alone with `stop_group: false`), SIGKILL to the group and the child after
 // stop_timeout; a child still there kKillGrace after SIGKILL (uninterruptible sleep) is
 // abandoned: its stop waiters are answered with the reason, shutdown no longer waits for
 // it (and logs it as left behind), but its pidfd stays polled, so an exit that comes
 // after all is still reaped and recorded.
 //
 // Live reload. reconfigure() diffs the new `processes:` against the live records by id,
-// under the lock: an equal spec is left alone; a removed record is marked `retired`
+// under the lock: an equal spec is left alone; a spec that differs only in fields that do
+// not shape the running program (policy, stop and log settings: see needs_restart()) is
+// taken at once, the child running on; a removed record is marked `retired`
 // (invisible to find(), list() and the start order at once), its child stopped like a
 // client stop, and the supervisor erases the record only once the child is reaped and no
 // waiter is left, at the one point of its loop where it holds no ManagedProcess pointer
@@ -76,6 +79,9 @@ namespace mgmt::process {
 
 // Event type of every action taken on a process whose memory passed resources.max_rss.
 inline constexpr std::string_view kEventMaxRss = "process.max_rss_exceeded";
+// Event type of a live reload that changed a process: which fields, and whether the child
+// is restarted for them or keeps running with them applied.
+inline constexpr std::string_view kEventReconfigured = "process.reconfigured";
 
 class ProcessBackend final : public Backend {
  public:
@@ -117,8 +123,10 @@ class ProcessBackend final : public Backend {
   ManagedProcess* find(std::string_view id);
   // Recomputes deps and dependents from each live record's latest spec.
   void relink();
-  // Live reload: takes `spec` for a changed process; removes a process.
-  void change(ManagedProcess& p, ProcessSpec spec, std::vector<ManagedProcess*>& to_start);
+  // Live reload: takes `spec` for a changed process (`fields`: what changed, see
+  // changed_fields()); removes a process.
+  void change(ManagedProcess& p, ProcessSpec spec, const std::vector<std::string>& fields,
+              std::vector<ManagedProcess*>& to_start);
   void retire(ManagedProcess& p, Completions& done);
   void emit(const ManagedProcess* p, std::string_view type, std::string summary);
   void wake();
@@ -140,6 +148,11 @@ class ProcessBackend final : public Backend {
   void stop_queued();
   void spawn(ManagedProcess& p, Completions& done);
   void fail_start(ManagedProcess& p, const std::string& err, Completions& done);
+  // The start succeeded (the program was executed, and stayed up start_seconds).
+  void now_running(ManagedProcess& p, Completions& done);
+  // The child exited before start_seconds: retried (start_retries), else `failed`.
+  void failed_start(ManagedProcess& p, const std::string& how,
+                    std::chrono::steady_clock::duration ran_for, Completions& done);
   void on_exec_status(ManagedProcess& p, Completions& done);
   void on_output(ManagedProcess& p, int stream, bool drain);
   void on_exit(ManagedProcess& p, Completions& done);

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
@@ -51,6 +52,40 @@ struct LogFiles {
   bool operator==(const LogFiles&) const = default;
 };
 
+// One `rlimits:` entry: setrlimit(resource, {soft, hard}) in the child before exec.
+struct RLimit {
+  int resource = 0;        // RLIMIT_NOFILE, RLIMIT_CORE, ...
+  std::uint64_t soft = 0;  // RLIM_INFINITY for `unlimited`
+  std::uint64_t hard = 0;
+
+  bool operator==(const RLimit&) const = default;
+};
+
+// The user and groups a child runs as (`user:`, `group:`). Resolved when the config is
+// read: after fork only async-signal-safe calls are allowed, and the user database is not.
+struct Identity {
+  std::string user;   // as configured ("" = mgmtd's user)
+  std::string group;  // as configured ("" = the user's primary group, or mgmtd's)
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  std::vector<std::uint32_t> groups;  // supplementary, as initgroups(3) would set them
+  std::string name, home, shell;      // USER/LOGNAME, HOME and SHELL (with `user:` only)
+  // mgmtd is root: the child calls setgroups/setgid/setuid. Otherwise the config was only
+  // accepted because it names mgmtd's own user and group, and nothing needs to change.
+  bool switch_ids = false;
+
+  bool empty() const { return user.empty() && group.empty(); }
+  bool operator==(const Identity&) const = default;
+};
+
+// One `env_file:` entry.
+struct EnvFile {
+  std::string path;       // absolute (relative ones are taken from the config's folder)
+  bool optional = false;  // written with a leading '-': a missing file is fine
+
+  bool operator==(const EnvFile&) const = default;
+};
+
 // One supervised program, as a `processes:` entry describes it.
 struct ProcessSpec {
   std::string id;
@@ -72,10 +107,58 @@ struct ProcessSpec {
   Resources resources;
   std::vector<std::string> depends_on;  // ids; validated, no cycles
 
+  // Identity, environment, limits (applied in the child before exec).
+  Identity identity;
+  int umask = -1;                  // -1 = mgmtd's
+  std::vector<EnvFile> env_files;  // read at each start; mgmtd's env < env files < `env`
+  bool clear_env = false;          // start from an empty environment (PATH kept)
+  std::vector<RLimit> rlimits;
+  std::optional<int> nice;
+  std::optional<int> oom_score_adj;
+
+  // Stopping.
+  int stop_signal = 15;    // SIGTERM
+  bool stop_group = true;  // to the whole process group (and the leader), else the leader only
+
+  // Start criteria and exit codes.
+  // A start counts only once the program has run this long (0: once it is executed); an
+  // exit before is a failed start, retried start_retries times, then `failed`.
+  std::chrono::milliseconds start_seconds{0};
+  std::uint32_t start_retries = 3;
+  std::vector<int> success_exit_codes{0};  // an exit with one of them is `stopped`
+
+  // `instances: N` entries are expanded into N specs `<id>-<i>`; -1 for a plain entry.
+  int instance = -1;
+
+  // Run on a pseudo-terminal (stdin, stdout and stderr), of this size.
+  bool tty = false;
+  std::uint16_t tty_cols = 80;
+  std::uint16_t tty_rows = 24;
+
   // Every field, in order (a reordered args, env or depends_on is a change). A live reload
   // (ProcessBackend::reconfigure) leaves a process whose spec compares equal untouched.
   bool operator==(const ProcessSpec&) const = default;
 };
+
+// The fields that changed from `a` to `b`, by their names in the config ("args",
+// "stop_timeout", ...), in the order of the struct.
+std::vector<std::string> changed_fields(const ProcessSpec& a, const ProcessSpec& b);
+// True when one of `fields` shapes the running program (command, args, env, user, limits,
+// tty, ...): the child must be restarted to take it. The others (restart policy, stop and
+// log settings, resources, depends_on, name, autostart) apply to a live child in place.
+bool needs_restart(const std::vector<std::string>& fields);
+
+// KEY=VALUE pairs in the order they were read.
+using EnvVars = std::vector<std::pair<std::string, std::string>>;
+
+// Parses the text of an environment file as systemd's EnvironmentFile= reads it: one
+// KEY=VALUE a line, lines starting with # or ; are comments, blank lines and lines without
+// '=' are skipped, whitespace around the key and before the value is dropped; a value may be
+// '...' (literal) or "..." (\\, \", \$, \` escapes; may span lines), an unquoted one
+// loses its trailing whitespace, and a backslash at the end of a line continues it.
+EnvVars parse_env_file(std::string_view text);
+// Reads every file in order. Returns the pairs, or an error text naming the file.
+std::variant<EnvVars, std::string> read_env_files(const std::vector<EnvFile>& files);
 
 struct BackendConfig {
   std::vector<ProcessSpec> processes;  // in the order of the file
@@ -91,6 +174,9 @@ std::string default_state_dir();
 // Indexes into `processes`, each process after everything it depends on, otherwise in
 // file order. The config must be free of cycles (parse_backend_config checks).
 std::vector<std::size_t> start_order(const std::vector<ProcessSpec>& processes);
+
+// RLIMIT_NOFILE → "nofile", as `rlimits:` names it.
+std::string_view rlimit_name(int resource);
 
 // "SIGUSR1", "USR1" or "10" → 10; 0 when unknown.
 int parse_signal(std::string_view text);
