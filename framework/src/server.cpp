@@ -114,7 +114,11 @@ struct Server::Impl {
         access(::geteuid(), opts.access.rules),
         log_limit(io, log),
         host{io,  dispatcher.get(), opts.limits, access, stats, log,
-             [this](Session* s) { session_closed(s); }, resolved_streams(opts), log_limit} {}
+             [this](Session* s) { session_closed(s); }, resolved_streams(opts), log_limit,
+             queued, spilled} {
+    queued.limit = opts.limits.queue_total();
+    spilled.limit = opts.streams.spill_quota_total;
+  }
 
   void accept();
   bool refused(asio::local::stream_protocol::socket& sock);
@@ -124,6 +128,7 @@ struct Server::Impl {
   void wait_signal();
   void release_retired();
   void trim_soon();
+  void check_drain();
 
   ServerOptions opts;
   std::shared_ptr<const Dispatcher> dispatcher;
@@ -137,6 +142,11 @@ struct Server::Impl {
   asio::local::stream_protocol::acceptor acceptor;
   asio::signal_set signals;
   asio::steady_timer drain_timer;
+  // The shutdown drain (see check_drain()).
+  static constexpr std::chrono::seconds kDrainStall{3};
+  static constexpr std::chrono::seconds kDrainMax{30};
+  std::chrono::steady_clock::time_point drain_deadline{};
+  std::unordered_map<Session*, std::uint64_t> drain_progress;  // written() at the last check
   // Memory given back after connections close (see trim_soon()).
   asio::steady_timer trim_timer;
   bool trim_armed = false;
@@ -147,6 +157,10 @@ struct Server::Impl {
   AccessPolicy access;
   ServerStats stats;
   LogLimiter log_limit;
+  // limits.max_queue_total and streams.spill_quota_total, shared by every session (and so
+  // declared before host, and destroyed after the last session's queue gives back its share).
+  Budget queued;
+  Budget spilled;
   SessionHost host;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
   std::unordered_map<std::int64_t, std::size_t> per_uid;  // open sessions by peer uid
@@ -413,17 +427,10 @@ void Server::Impl::finish_shutdown() {
   trim_timer.cancel();
   for (auto& t : tickers) t->cancel();
   drain_timer.cancel();
-  drain_timer.expires_after(std::chrono::seconds(3));
-  drain_timer.async_wait([this](const boost::system::error_code& ec) {
-    if (ec) return;
-    std::vector<std::shared_ptr<Session>> left;
-    for (auto& [p, w] : sessions) {
-      if (auto s = w.lock()) left.push_back(std::move(s));
-    }
-    if (!left.empty())
-      mgmt::log::warn(*log, "closing {} clients that did not drain in time", left.size());
-    for (auto& s : left) s->close("drain timeout");
-  });
+  drain_deadline = std::chrono::steady_clock::now() + kDrainMax;
+  drain_progress.clear();
+  for (auto& s : live) drain_progress.emplace(s.get(), s->written());
+  check_drain();
   signals.cancel();
   shutdown_work.reset();
   // Once the last session is gone and the drain timer fires or is cancelled, run() returns.
@@ -466,6 +473,39 @@ void Server::set_dispatcher(std::shared_ptr<const Dispatcher> d) {
 // second after connections close (once per second at most, whatever the rate of closes),
 // what is free beyond kTrimSlack goes back to the kernel; below it trimming would only make
 // the next connections fault their pages back in.
+// The drain after shutdown: stream clients get what is queued for them for as long as they
+// keep reading it. A client that took nothing in kDrainStall is closed, and so is every
+// client still there kDrainMax after the drain began (a reader trickling a large backlog
+// must not hold the shutdown, and the service manager's stop timeout, for ever).
+void Server::Impl::check_drain() {
+  drain_timer.expires_after(kDrainStall);
+  drain_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    const bool overdue = std::chrono::steady_clock::now() >= drain_deadline;
+    std::vector<std::shared_ptr<Session>> stalled;
+    std::unordered_map<Session*, std::uint64_t> progress;
+    for (auto& [p, w] : sessions) {
+      auto s = w.lock();
+      if (!s) continue;
+      const auto before = drain_progress.find(p);
+      if (overdue || (before != drain_progress.end() && before->second == s->written())) {
+        stalled.push_back(std::move(s));
+      } else {
+        progress.emplace(p, s->written());
+      }
+    }
+    drain_progress = std::move(progress);
+    if (!stalled.empty()) {
+      mgmt::log::warn(*log, "closing {} clients that {} (shutdown drain)", stalled.size(),
+                      overdue ? "were still reading after " +
+                                    std::to_string(kDrainMax.count()) + " s"
+                              : "read nothing for " + std::to_string(kDrainStall.count()) + " s");
+    }
+    for (auto& s : stalled) s->close("drain timeout");
+    if (!sessions.empty()) check_drain();
+  });
+}
+
 void Server::Impl::trim_soon() {
   static constexpr std::size_t kTrimSlack = 1u << 20;
   if (trim_armed || shutting_down) return;  // shutting down: the process exits soon
@@ -490,6 +530,7 @@ void Server::update(const Limits& limits, const AccessConfig& access) {
   auto& m = *impl_;
   m.opts.limits = limits;
   m.opts.access = access;
+  m.queued.limit = limits.queue_total();
   m.access = AccessPolicy(::geteuid(), access.rules);
 }
 

@@ -149,6 +149,10 @@ SpillQueue::Options queue_options(const SessionHost& host, std::uint64_t id) {
     o.spill_path = host.streams.spill_dir + "/conn-" + std::to_string(::getpid()) + "-" +
                    std::to_string(id) + ".spill";
   }
+  // spill_quota_total 0 turns spilling off, as spill_quota 0 does.
+  if (host.streams.spill_quota_total == 0) o.spill_quota = 0;
+  o.memory_total = &host.queued;
+  o.disk_total = &host.spilled;
   o.on_overflow = host.streams.on_overflow == StreamsConfig::Overflow::disconnect
                       ? SpillQueue::Overflow::disconnect
                       : SpillQueue::Overflow::notify;
@@ -173,6 +177,8 @@ const char* kind_text(LogLimiter::Kind k) {
       return "connections closed by a timeout";
     case LogLimiter::Kind::stream_input:
       return "stream clients closed for sending data";
+    case LogLimiter::Kind::budget:
+      return "connections paused, limits.max_queue_total";
     case LogLimiter::Kind::count_:
       break;
   }
@@ -482,9 +488,17 @@ void Session::on_reply(std::uint8_t type, std::uint64_t seq, std::string payload
       if (!writing_ && queue_empty()) close("server shutting down");
       return;
     }
-    if (backlog >= pause_at()) {
+    const bool budget = backlog < pause_at() && over_budget(backlog);
+    if (backlog >= pause_at() || budget) {
       // The client sends requests faster than it reads the answers: take no more until
       // they drain (flush() resumes), so its backlog stays bounded, in memory.
+      if (budget && host_.log_limit.allow(LogLimiter::Kind::budget)) {
+        mgmt::log::warn(*host_.log,
+                        "conn {} (pid {} uid {}): the answers queued on all connections reached "
+                        "limits.max_queue_total ({} bytes); reading none of its requests until "
+                        "its {} bytes of answers are read",
+                        id_, peer_pid_, peer_uid_, host_.queued.limit.load(), backlog);
+      }
       mode_ = Mode::paused;
       arm_timer(host_.limits.idle_timeout, kNotReading);
       return;
@@ -543,7 +557,14 @@ void Session::account_locked(SpillQueue::Added added) {
       break;
     case SpillQueue::Added::dropped:
       host_.stats.frames_dropped();
-      if (!dropping_logged_) {
+      if (!dropping_logged_ && q_.short_of_disk()) {
+        dropping_logged_ = true;
+        mgmt::log::warn(*host_.log,
+                        "conn {} (pid {}): stream reader is {} bytes behind, and the spill files "
+                        "of all connections fill streams.spill_quota_total ({}); dropping "
+                        "frames until it catches up",
+                        id_, peer_pid_, q_.backlog_bytes(), host_.spilled.limit.load());
+      } else if (!dropping_logged_) {
         dropping_logged_ = true;
         mgmt::log::warn(*host_.log,
                         "conn {} (pid {}): stream reader is {} bytes behind, past its spill "
@@ -648,6 +669,7 @@ std::uint64_t Session::send_reply(std::uint8_t type, std::uint64_t seq, std::str
       // send it right here, and queue only what the socket does not take.
       std::size_t sent = 0;
       failed = !send_now(parts, sent);
+      written_ += sent;
       for (auto& p : parts) {
         const std::size_t n = std::min(sent, p.size());
         p.remove_prefix(n);
@@ -706,7 +728,8 @@ void Session::flush() {
     // Memory first, then the spill file: a gathered write of up to 64 buffers (Asio's
     // limit per call) of frames packed back to back, at most 1 MiB unless a single frame
     // is larger.
-    q_.take_buffers(in_flight_, 1u << 20, 64);
+    // While shutting down, smaller writes: each one completed is progress the drain sees.
+    q_.take_buffers(in_flight_, shutting_down_ ? 64u << 10 : 1u << 20, 64);
     account_locked(SpillQueue::Added::memory);
     if (in_flight_.empty()) {
       idle_ = true;
@@ -715,6 +738,10 @@ void Session::flush() {
     disconnect = disconnect_;
     in_flight_bytes_ = 0;
     for (const auto& b : in_flight_) in_flight_bytes_ += b.size();
+    // What is being written is still in memory: it counts towards limits.max_queue_total.
+    host_.queued.recharge(in_flight_charged_, in_flight_bytes_);
+    // Past the budget a connection keeps no spare buffers for reuse.
+    if (host_.queued.over()) q_.release_spares(spent_);
     backlog = q_.backlog_bytes() + in_flight_bytes_;
   }
   spent_.clear();
@@ -737,8 +764,9 @@ void Session::flush() {
   write_bufs_.clear();
   for (const auto& f : in_flight_) write_bufs_.push_back(asio::buffer(f));
   asio::async_write(socket_, write_bufs_,
-                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t) {
+                    [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
                       self->writing_ = false;
+                      self->written_ += n;
                       if (self->mode_ == Mode::closed) return;
                       if (ec) {
                         self->close("write error");
@@ -751,7 +779,7 @@ void Session::flush() {
 
 void Session::resume_if_drained(std::uint64_t backlog) {
   if (mode_ != Mode::paused || shutting_down_) return;  // shutting down: flush, then close
-  if (backlog > pause_at() / 2) {
+  if (backlog > pause_at() / 2 || over_budget(backlog)) {
     arm_timer(host_.limits.idle_timeout, kNotReading);  // still reading: push the deadline
     return;
   }
@@ -784,7 +812,8 @@ void Session::close(const char* why) {
   socket_.close(ignored);
   {
     std::lock_guard lock(qmu_);
-    q_.close();  // removes the spill file
+    q_.close();  // removes the spill file, gives its share of the budgets back
+    host_.queued.recharge(in_flight_charged_, 0);
     idle_ = false;  // nothing will be written any more
   }
   // Subscriptions go now, so the backend stops feeding a connection that is gone.

@@ -71,6 +71,7 @@ class LogLimiter {
     denied,        // a request the access rules refuse
     timeout,       // idle and frame timeouts
     stream_input,  // a stream client that keeps sending
+    budget,        // paused: all connections' queues at limits.max_queue_total
     count_
   };
   static constexpr unsigned kBurst = 5;  // lines of one kind logged per second
@@ -106,6 +107,10 @@ struct SessionHost {
   std::function<void(Session*)> on_closed;
   StreamsConfig streams;  // spill_dir already resolved (absolute)
   LogLimiter& log_limit;
+  // Server-wide: outgoing bytes in memory (limits.max_queue_total) and spill file bytes
+  // (streams.spill_quota_total) of all sessions.
+  Budget& queued;
+  Budget& spilled;
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -139,6 +144,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void set_stall_notice(SpillQueue::NoticeBuilder b);
 
   const std::shared_ptr<std::atomic<bool>>& closed_flag() const { return closed_flag_; }
+  // Bytes the queue has handed to the socket (the shutdown drain's measure of progress).
+  std::uint64_t written() const { return written_; }
 
  private:
   // paused: the client's answers are piling up unread; no request is read until they drain.
@@ -168,8 +175,12 @@ class Session : public std::enable_shared_from_this<Session> {
   // Answers waiting (queued or being written) past which no request is read: half the
   // queue's memory, so that answers never spill to disk.
   std::uint64_t pause_at() const { return host_.limits.max_queue_bytes / 2; }
-  // After a write: a paused connection reads requests again once its backlog has halved.
+  // After a write: a paused connection reads requests again once its backlog has halved
+  // (and, past the server-wide budget, is gone).
   void resume_if_drained(std::uint64_t backlog);
+  // Past limits.max_queue_total, a connection that has answers waiting takes no more
+  // requests: those adding to the total are the ones holding part of it.
+  bool over_budget(std::uint64_t backlog) const { return backlog > 0 && host_.queued.over(); }
   // One non-blocking sendmsg of `parts`: false on a socket error (not on a full socket);
   // `sent` says how many bytes went.
   bool send_now(std::span<const std::string_view> parts, std::size_t& sent);
@@ -221,8 +232,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // I/O thread only: the buffers being written (each holds one or more whole frames).
   std::vector<std::string> in_flight_;
   std::uint64_t in_flight_bytes_ = 0;
+  std::uint64_t in_flight_charged_ = 0;  // guarded: in_flight_bytes_ as host_.queued has it
   std::vector<std::string> spent_;  // written buffers, freed outside qmu_
   bool writing_ = false;
+  std::uint64_t written_ = 0;  // I/O thread only: see written()
   std::vector<asio::const_buffer> write_bufs_;
 
   std::vector<std::shared_ptr<void>> held_;

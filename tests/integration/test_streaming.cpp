@@ -446,7 +446,9 @@ TEST_CASE("on SIGTERM a lagging subscriber gets its whole backlog, spilled part 
   CHECK(contiguous(s.seqs, 0));
   REQUIRE(s.done);
   CHECK(slow.closed_by_server(10s));
-  CHECK(d.terminate() == 0);
+  const int rc = d.terminate();
+  INFO(d.log());
+  CHECK(rc == 0);
   CHECK(spill_files(d) == 0);
 }
 
