@@ -57,9 +57,13 @@ std::optional<unsigned> parse_port(std::string_view s) {
 
 constexpr std::size_t kMaxTracked = 256;
 std::array<std::atomic<pid_t>, kMaxTracked> g_children{};
+// Set by the handler: the ssh processes die because we do, not a failure to report
+// (another thread may see its ssh end before the signal ends the process).
+std::atomic<bool> g_dying{false};
 
 extern "C" void on_fatal_signal(int sig) {
   const int saved = errno;
+  g_dying.store(true);
   for (auto& slot : g_children) {
     const pid_t pid = slot.exchange(0);
     if (pid > 0) {
@@ -403,9 +407,9 @@ std::string Connection::transport_error() {
     // ssh still holding its end open means it is connected and fine: the failure (a
     // protocol error, say) was not the transport's. Once it closed, it is exiting.
     pollfd p{client_ ? client_->fd() : -1, POLLRDHUP, 0};
-    if (client_ && ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0) {
-      return "";
-    }
+    const bool closed =
+        !client_ || (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0);
+    if (!closed) return "";
     reap(10000);
     if (!status_) return "";
   }
@@ -413,7 +417,7 @@ std::string Connection::transport_error() {
 }
 
 std::string Connection::explain(int status) const {
-  if (status == -1) return "";  // killed by us
+  if (status == -1 || g_dying.load()) return "";  // killed by us
   const std::string line = last_line(stderr_fd_);
   const std::string said = line.empty() ? "" : ": " + line;
   if (WIFSIGNALED(status)) {
