@@ -114,9 +114,7 @@ class Sshd {
     }
     FAIL("sshd could not get a port");
   }
-  ~Sshd() {
-    if (sshd_) ::kill(pid_from_file(), SIGTERM);
-  }
+  // sshd_'s end (Background: SIGKILL and reap) stops it; it is the shell's exec.
 
   int port() const { return port_; }
   std::string url(const std::string& socket) const {
@@ -140,10 +138,6 @@ class Sshd {
   }
 
  private:
-  pid_t pid_from_file() const {
-    const auto text = read_file(dir_.file("sshd.pid"));
-    return text.empty() ? -1 : static_cast<pid_t>(std::stol(text));
-  }
   TempDir dir_;
   int port_ = 0;
   std::unique_ptr<Background> sshd_;
