@@ -528,6 +528,20 @@ TEST_CASE("parity: start_seconds: a start counts once the program has stayed up"
   CHECK(events.index("slow", event::started) < events.index("dep", event::started));
 }
 
+TEST_CASE("parity: start_seconds: a stop before the start counts answers the start",
+          "[process][parity][start]") {
+  auto b = make_backend("processes:\n" + sh_process("slow", "exec sleep 30",
+                                                    "    start_seconds: 20s\n    autostart: false\n"));
+  auto started = async_call(true, *b, "slow");
+  REQUIRE(wait_until([&] { return pid_of(*b, "slow") > 0; }));
+  CHECK(state_of(*b, "slow") == state::starting);
+  const OpResult r = stop(*b, "slow");
+  CHECK(r.err.empty());
+  CHECK(r.entry.state == state::stopped);
+  REQUIRE(started.wait_for(10s) == std::future_status::ready);
+  CHECK(started.get().err == "process slow was stopped before it started");
+}
+
 TEST_CASE("parity: start_seconds: early exits are retried start_retries times, then failed",
           "[process][parity][start]") {
   // Exits at once, even with code 0: never up for start_seconds.

@@ -680,6 +680,7 @@ void ProcessBackend::request_start(ManagedProcess& p) {
 
 void ProcessBackend::begin_stop(ManagedProcess& p) {
   p.stop_queued = false;
+  p.up_at.reset();  // a stop during start_seconds: the start no longer comes
   p.state = state::stopping;
   p.kill_at = steady_clock::now() + p.spec.stop_timeout;
   const pid_t pid = p.child->pid();
@@ -1137,6 +1138,12 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
     p.state = state::stopped;
     emit(&p, event::stopped, how);
     finish_waiters(p.stop_waiters, "", p, done);
+    // Stopped while it was still short of start_seconds: its start did not happen, unless
+    // a reload restarts it now (its start answers them then).
+    if (!p.restart_after_stop || shutting_down_ || p.retired) {
+      finish_waiters(p.start_waiters, "process " + p.spec.id + " was stopped before it started",
+                     p, done);
+    }
     return true;
   }
   // An exit nobody asked for: before start_seconds, a failed start.
