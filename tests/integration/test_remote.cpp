@@ -272,7 +272,7 @@ TEST_CASE("mgmtctl --host ssh:// logs -f follows both streams; the follower's en
   // Two ssh processes (one per stream) and their two remote dial-stdio.
   const std::string bridge = "dial-stdio --socket " + d.socket();
   CHECK(wait_until([&] { return pids_matching(bridge).size() == 4; }, 30s));
-  const auto follower_pids = pids_matching("logs -f web");
+  const auto follower_pids = pids_matching(sshd.url(d.socket()) + " logs -f web");
   REQUIRE(follower_pids.size() == 1);
   ::kill(follower_pids[0], SIGTERM);
   const auto r = follower.wait(30s);
