@@ -1,5 +1,6 @@
 #include "mgmt/server/config.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -297,8 +298,9 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
     if (const auto limits = root["limits"]) {
       if (!limits.IsMap()) r.fail(limits, "limits must be a map");
       r.only_keys(limits,
-                  {"max_request", "max_queue", "max_connections", "max_connections_per_uid",
-                   "reserved_connections", "idle_timeout", "frame_timeout"},
+                  {"max_request", "max_queue", "max_queue_total", "max_connections",
+                   "max_connections_per_uid", "reserved_connections", "idle_timeout",
+                   "frame_timeout"},
                   "limits");
       if (limits["idle_timeout"]) {
         cfg.limits.idle_timeout = r.duration(limits["idle_timeout"], "limits.idle_timeout");
@@ -317,6 +319,19 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
         const auto v = r.size(limits["max_queue"], "limits.max_queue");
         if (v < 64 * 1024) r.fail(limits["max_queue"], "limits.max_queue must be at least 64KiB");
         cfg.limits.max_queue_bytes = v;
+      }
+      if (limits["max_queue_total"]) {
+        const auto v = r.size(limits["max_queue_total"], "limits.max_queue_total");
+        // Below max_queue one connection could not use what max_queue grants it; below
+        // max_request a request of the largest size allowed could never be read.
+        const std::uint64_t floor =
+            std::max<std::uint64_t>(cfg.limits.max_queue_bytes, cfg.limits.max_request);
+        if (v < floor) {
+          r.fail(limits["max_queue_total"],
+                 "limits.max_queue_total must be at least limits.max_queue and "
+                 "limits.max_request (" + std::to_string(floor) + " bytes)");
+        }
+        cfg.limits.max_queue_total = v;
       }
       if (limits["max_connections"]) {
         const auto v = r.size(limits["max_connections"], "limits.max_connections");
@@ -345,7 +360,8 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
     // streams
     if (const auto streams = root["streams"]) {
       if (!streams.IsMap()) r.fail(streams, "streams must be a map");
-      r.only_keys(streams, {"spill_dir", "spill_quota", "on_overflow"}, "streams");
+      r.only_keys(streams, {"spill_dir", "spill_quota", "spill_quota_total", "on_overflow"},
+                  "streams");
       if (streams["spill_dir"]) {
         const std::string dir = r.scalar(streams["spill_dir"], "streams.spill_dir");
         if (dir.empty()) r.fail(streams["spill_dir"], "streams.spill_dir must not be empty");
@@ -354,6 +370,11 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
       if (streams["spill_quota"]) {
         // 0 turns spilling off: a reader more than limits.max_queue behind loses frames.
         cfg.streams.spill_quota = r.size(streams["spill_quota"], "streams.spill_quota");
+      }
+      if (streams["spill_quota_total"]) {
+        // 0 turns spilling off as spill_quota 0 does.
+        cfg.streams.spill_quota_total =
+            r.size(streams["spill_quota_total"], "streams.spill_quota_total");
       }
       if (const auto o = streams["on_overflow"]) {
         const std::string v = r.scalar(o, "streams.on_overflow");

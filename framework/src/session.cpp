@@ -291,6 +291,14 @@ void Session::next_request() {
     discard_payload(header_.length - buffered);
     return;
   }
+  if (header_.length > in_buf_.size() && !host_.queued.try_take(header_.length)) {
+    // No room left in limits.max_queue_total for it: skip it and answer, as one over
+    // max_request. Requests that fit in the read buffer are never turned away.
+    in_begin_ += buffered;
+    discard_payload(header_.length - buffered);
+    return;
+  }
+  if (header_.length > in_buf_.size()) payload_charged_ = header_.length;
   payload_.assign(&in_buf_[in_begin_], buffered);
   in_begin_ += buffered;
   if (buffered < header_.length) {
@@ -366,6 +374,12 @@ void Session::discard_payload(std::size_t remaining) {
   if (remaining == 0) {
     frame_deadline_ = kNoDeadline;
     cancel_timer();
+    if (header_.length <= host_.limits.max_request) {
+      answer_now(error_reply("request of " + std::to_string(header_.length) +
+                             " bytes refused: the server's memory for queued data "
+                             "(limits.max_queue_total) is taken; try again later"));
+      return;
+    }
     answer_now(error_reply("request of " + std::to_string(header_.length) +
                            " bytes exceeds this server's limit of " +
                            std::to_string(host_.limits.max_request) +
@@ -436,6 +450,8 @@ void Session::answer_now(std::string payload) {
 }
 
 void Session::dispatch() {
+  // Read whole: from here its handler holds it (briefly, or capped, for the stock ones).
+  host_.queued.recharge(payload_charged_, 0);
   const std::uint8_t type = header_.type;
   request_started_ = std::chrono::steady_clock::now();
   host_.stats.request(type);
@@ -814,6 +830,7 @@ void Session::close(const char* why) {
     std::lock_guard lock(qmu_);
     q_.close();  // removes the spill file, gives its share of the budgets back
     host_.queued.recharge(in_flight_charged_, 0);
+    host_.queued.recharge(payload_charged_, 0);
     idle_ = false;  // nothing will be written any more
   }
   // Subscriptions go now, so the backend stops feeding a connection that is gone.

@@ -203,6 +203,10 @@ class Session : public std::enable_shared_from_this<Session> {
   FrameHeader header_{};
   std::chrono::steady_clock::time_point request_started_{};
   std::string payload_;
+  // Bytes of payload_ charged to host_.queued: a payload larger than in_buf_ is allocated
+  // whole when its header arrives, and a client may hold it for frame_timeout without
+  // sending the rest, on every connection.
+  std::uint64_t payload_charged_ = 0;
   std::array<char, 4096> in_buf_{};
   std::size_t in_begin_ = 0;  // unparsed bytes are in_buf_[in_begin_, in_end_)
   std::size_t in_end_ = 0;

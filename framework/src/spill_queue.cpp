@@ -27,6 +27,11 @@ constexpr std::size_t kAdopt = 16 * 1024;      // a frame string this large is k
 constexpr std::size_t kSpares = 4;             // emptied buffers kept for reuse while busy...
 constexpr std::size_t kSpareMax = 256 * 1024;  // ... when not larger than this
 
+// Heap bytes a string holds (none while its text fits in the string itself).
+std::size_t heap_capacity(const std::string& s) {
+  return s.capacity() > std::string().capacity() ? s.capacity() : 0;
+}
+
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -62,10 +67,27 @@ void SpillQueue::close() {
   rbuf_.shrink_to_fit();
   rbuf_pos_ = 0;
   write_off_ = read_off_ = consumed_ = punched_ = 0;
+  mem_cap_ = 0;
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;
     ::unlink(opts_.spill_path.c_str());
+  }
+  sync_budgets();  // gives everything back
+}
+
+void SpillQueue::sync_budgets() {
+  if (opts_.memory_total != nullptr) {
+    // The frames' lengths by the 512 bytes the deque allocates at a time: the shared
+    // counter moves when a buffer comes or goes, not on every frame.
+    std::uint64_t held = ((lens_.size() * sizeof(std::uint32_t) + 511) & ~std::uint64_t{511}) +
+                         mem_cap_ + heap_capacity(wbuf_) + heap_capacity(rbuf_);
+    for (const std::string& b : spares_) held += heap_capacity(b);
+    if (held != mem_charged_) opts_.memory_total->recharge(mem_charged_, held);
+  }
+  if (opts_.disk_total != nullptr) {
+    const std::uint64_t held = file_held();
+    if (held != disk_charged_) opts_.disk_total->recharge(disk_charged_, held);
   }
 }
 
@@ -111,18 +133,32 @@ bool SpillQueue::flush_wbuf() {
 }
 
 bool SpillQueue::append_file(const Frame& frame, bool keep) {
+  short_of_disk_ = false;
   if (!open_file()) return false;
   // After a write error the file takes nothing more: what failed to go out stays in wbuf_
   // (at most a write buffer) and is replayed from there, and new frames are refused, as
   // past the quota, rather than piling up in wbuf_ up to the quota. Kept frames (answers,
   // notices) still queue behind the backlog, in memory.
   if (!file_error_.empty() && !keep) return false;
+  // Within the server-wide disk budget, taken before the record is added (atomically, as
+  // other connections' frames are spilled from other threads); kept frames go past it.
+  if (!keep && opts_.disk_total != nullptr) {
+    if (!opts_.disk_total->try_take(kRecordHeader + frame.size)) {
+      short_of_disk_ = true;
+      return false;
+    }
+    disk_charged_ += kRecordHeader + frame.size;
+  }
   const auto len = static_cast<std::uint32_t>(frame.size);
   char hdr[kRecordHeader];
   std::memcpy(hdr, &len, sizeof hdr);
   wbuf_.append(hdr, sizeof hdr);
   for (const std::string_view part : frame.parts) wbuf_.append(part);
-  if (wbuf_.size() >= kWriteBuffer && file_error_.empty()) flush_wbuf();
+  if ((wbuf_.size() >= kWriteBuffer || tight()) && file_error_.empty()) {
+    flush_wbuf();
+    // Past the memory budget each record goes straight to the file, no buffer kept.
+    if (tight() && wbuf_.empty()) wbuf_.shrink_to_fit();
+  }
   return true;
 }
 
@@ -133,8 +169,9 @@ bool SpillQueue::fill(std::size_t n) {
       rbuf_pos_ = 0;
     }
     if (read_off_ < write_off_) {
+      // Past the memory budget, only what the record needs: no read-ahead held.
       const std::size_t want = std::max<std::size_t>(
-          kReadChunk, n - (rbuf_.size() - rbuf_pos_));
+          tight() ? 0 : kReadChunk, n - (rbuf_.size() - rbuf_pos_));
       const std::size_t avail = static_cast<std::size_t>(write_off_ - read_off_);
       const std::size_t len = std::min(want, avail);
       const std::size_t old = rbuf_.size();
@@ -166,6 +203,11 @@ void SpillQueue::after_consume() {
     reset_file();
     return;
   }
+  if (rbuf_pos_ == rbuf_.size() && tight()) {
+    rbuf_.clear();
+    rbuf_.shrink_to_fit();
+    rbuf_pos_ = 0;
+  }
   const std::uint64_t end = std::min(consumed_, read_off_) & ~std::uint64_t{4095};
   if (fd_ >= 0 && end > punched_ + kPunchEvery) {
     // Give the consumed part back to the file system: the quota bounds what is unread.
@@ -182,7 +224,8 @@ void SpillQueue::reset_file() {
   write_off_ = read_off_ = consumed_ = punched_ = 0;
   rbuf_.clear();
   rbuf_pos_ = 0;
-  if (rbuf_.capacity() > 2 * kReadChunk) rbuf_.shrink_to_fit();
+  if (rbuf_.capacity() > 2 * kReadChunk || tight()) rbuf_.shrink_to_fit();
+  if (wbuf_.empty() && tight()) wbuf_.shrink_to_fit();
 }
 
 std::string SpillQueue::new_buffer(std::size_t need, std::size_t want) {
@@ -213,21 +256,36 @@ bool SpillQueue::spare(std::string& buf) {
 void SpillQueue::release_spares(std::vector<std::string>& out) {
   for (auto& b : spares_) out.push_back(std::move(b));
   spares_.clear();
+  sync_budgets();
 }
 
 void SpillQueue::recycle(std::vector<std::string>& bufs) {
   for (auto& b : bufs) spare(b);
+  sync_budgets();
+}
+
+std::size_t SpillQueue::memory_needed(const Frame& frame) const {
+  if (frame.owned != nullptr && frame.size >= kAdopt) return frame.owned->capacity();
+  if (!mem_.empty() && mem_.back().data.capacity() - mem_.back().data.size() >= frame.size) {
+    return 0;
+  }
+  return std::max(frame.size, mem_.empty() ? kSmallBlock : kBlock);
 }
 
 void SpillQueue::to_memory(const Frame& frame) {
   mem_bytes_ += frame.size;
   lens_.push_back(static_cast<std::uint32_t>(frame.size));
   if (frame.owned != nullptr && frame.size >= kAdopt) {
-    mem_.push_back(Block{std::move(*frame.owned), 0, 1});
+    const std::size_t cap = frame.owned->capacity();
+    mem_.push_back(Block{std::move(*frame.owned), 0, 1, cap});
+    mem_cap_ += cap;
     return;
   }
   if (mem_.empty() || mem_.back().data.capacity() - mem_.back().data.size() < frame.size) {
-    mem_.push_back(Block{new_buffer(frame.size, mem_.empty() ? kSmallBlock : kBlock), 0, 0});
+    std::string buf = new_buffer(frame.size, mem_.empty() ? kSmallBlock : kBlock);
+    const std::size_t cap = buf.capacity();
+    mem_.push_back(Block{std::move(buf), 0, 0, cap});
+    mem_cap_ += cap;
   }
   Block& b = mem_.back();
   for (const std::string_view part : frame.parts) b.data.append(part);
@@ -236,7 +294,11 @@ void SpillQueue::to_memory(const Frame& frame) {
 
 SpillQueue::Added SpillQueue::place(const Frame& frame, bool keep) {
   const std::uint64_t backlog = file_backlog();
-  if (backlog == 0 && (lens_.empty() || mem_bytes_ + frame.size <= opts_.memory_limit)) {
+  // Past the server-wide memory budget a stream frame that needs a new buffer goes to the
+  // file as past this queue's own limit; answers (kept) are bounded by the session pausing
+  // its reads.
+  if (backlog == 0 && (lens_.empty() || mem_bytes_ + frame.size <= opts_.memory_limit) &&
+      (keep || memory_room(memory_needed(frame)))) {
     to_memory(frame);
     return Added::memory;
   }
@@ -273,9 +335,17 @@ void SpillQueue::maybe_notify() {
   // file holds a backlog every new frame goes behind it, to the file).
   // A file that failed takes no new frames: only memory has room then, once it is all that
   // is left.
+  // The server-wide budgets count too: a queue that dropped because all connections together
+  // filled them waits until the one its frames would go to is half free again (else, with
+  // nothing of its own queued, it would queue a notice after every dropped frame).
   const std::uint64_t file = file_backlog();
-  const bool room = file > 0 ? file_error_.empty() && file <= opts_.spill_quota / 2
-                             : mem_bytes_ <= opts_.memory_limit / 2;
+  const bool disk_ok = file_error_.empty() &&
+                       (opts_.disk_total == nullptr || opts_.disk_total->half_free());
+  const bool memory_ok = opts_.memory_total == nullptr || opts_.memory_total->half_free();
+  const bool room =
+      file > 0 ? disk_ok && file <= opts_.spill_quota / 2
+               : mem_bytes_ <= opts_.memory_limit / 2 &&
+                     (memory_ok || (disk_ok && opts_.spill_quota > 0 && !opts_.spill_path.empty()));
   if (room) queue_notice();
 }
 
@@ -293,6 +363,12 @@ SpillQueue::Added SpillQueue::push_parts(std::span<const std::string_view> parts
 
 SpillQueue::Added SpillQueue::push_frame(Frame frame, std::uint64_t units, bool keep) {
   if (closed_) return Added::closed;
+  const Added added = add_frame(frame, units, keep);
+  sync_budgets();
+  return added;
+}
+
+SpillQueue::Added SpillQueue::add_frame(const Frame& frame, std::uint64_t units, bool keep) {
   maybe_notify();
   if (!keep && (dropping_ || disconnecting_)) {
     ++frames_dropped_;
@@ -335,6 +411,7 @@ std::size_t SpillQueue::take(std::vector<std::string>& out, std::size_t max_byte
       mem_bytes_ -= len;
       ++n;
       if (--b.frames == 0) {
+        mem_cap_ -= b.cap;
         spare(b.data);
         mem_.pop_front();
       }
@@ -354,6 +431,7 @@ std::size_t SpillQueue::take(std::vector<std::string>& out, std::size_t max_byte
   drop_unreadable();
   after_consume();
   maybe_notify();
+  sync_budgets();
   return n;
 }
 
@@ -373,10 +451,13 @@ std::size_t SpillQueue::take_buffers(std::vector<std::string>& out, std::size_t 
     mem_bytes_ -= size;
     n += b.frames;
     lens_.erase(lens_.begin(), lens_.begin() + static_cast<std::ptrdiff_t>(b.frames));
+    mem_cap_ -= b.cap;
     mem_.pop_front();
     ++bufs;
   }
-  // Then the spill file, its records unwrapped into one buffer.
+  // Then the spill file, its records unwrapped into one buffer: new memory, so past the
+  // server-wide budget no more than a read chunk of it at a time.
+  if (mem_.empty() && !memory_room(max_bytes)) max_bytes = std::min(max_bytes, kReadChunk);
   if (mem_.empty() && bufs < max_buffers && (bufs == 0 || bytes < max_bytes) &&
       file_backlog() > 0) {
     std::string buf;
@@ -404,6 +485,7 @@ std::size_t SpillQueue::take_buffers(std::vector<std::string>& out, std::size_t 
   drop_unreadable();
   after_consume();
   maybe_notify();
+  sync_budgets();
   return n;
 }
 

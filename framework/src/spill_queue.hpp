@@ -7,6 +7,7 @@
 // (frames are pushed from backend threads and taken by the I/O thread).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -16,6 +17,46 @@
 #include <vector>
 
 namespace mgmt {
+
+// Bytes that all of a server's queues share (limits.max_queue_total for memory,
+// streams.spill_quota_total for spill files): each queue adds what it holds and takes it
+// back when it lets go, from whichever thread it runs on. A per-connection limit alone
+// bounds nothing server-wide: 500 connections each within theirs is 500 times as much.
+struct Budget {
+  std::atomic<std::uint64_t> limit{0};  // 0 = none
+  std::atomic<std::uint64_t> used{0};
+
+  // True when `n` more bytes stay within the limit.
+  bool has_room(std::uint64_t n) const {
+    const std::uint64_t l = limit.load(std::memory_order_relaxed);
+    return l == 0 || used.load(std::memory_order_relaxed) + n <= l;
+  }
+  bool over() const { return !has_room(0); }
+  // At most half used: where a queue that had to drop frames for want of room starts
+  // taking them again (so that it does not flap between dropping and a notice per frame).
+  bool half_free() const {
+    const std::uint64_t l = limit.load(std::memory_order_relaxed);
+    return l == 0 || used.load(std::memory_order_relaxed) <= l / 2;
+  }
+  // Takes `n` bytes if they fit; false (and nothing taken) if not.
+  bool try_take(std::uint64_t n) {
+    const std::uint64_t l = limit.load(std::memory_order_relaxed);
+    std::uint64_t u = used.load(std::memory_order_relaxed);
+    do {
+      if (l != 0 && u + n > l) return false;
+    } while (!used.compare_exchange_weak(u, u + n, std::memory_order_relaxed));
+    return true;
+  }
+  // Moves what a holder has charged from `charged` to `now`.
+  void recharge(std::uint64_t& charged, std::uint64_t now) {
+    if (now > charged) {
+      used.fetch_add(now - charged, std::memory_order_relaxed);
+    } else if (now < charged) {
+      used.fetch_sub(charged - now, std::memory_order_relaxed);
+    }
+    charged = now;
+  }
+};
 
 class SpillQueue {
  public:
@@ -27,6 +68,11 @@ class SpillQueue {
     std::uint64_t spill_quota = 64u << 20; // bytes of unread frames in the spill file
     std::string spill_path;                // created on first use, removed on destruction
     Overflow on_overflow = Overflow::notify;
+    // Shared with the server's other queues (null = none). Past the memory budget frames
+    // go to the spill file, as past memory_limit; past the disk budget they are dropped,
+    // as past spill_quota. Kept frames (answers, notices) go past both.
+    Budget* memory_total = nullptr;
+    Budget* disk_total = nullptr;
   };
 
   // Builds the notice frame: `dropped` counts the units of the dropped frames (see push),
@@ -80,6 +126,11 @@ class SpillQueue {
   std::uint64_t backlog_bytes() const { return mem_bytes_ + file_backlog(); }
   // Bytes of frames held in memory: queued there, or on their way to or from the file.
   std::size_t heap_bytes() const { return mem_bytes_ + wbuf_.size() + rbuf_.size(); }
+  // What the queue has charged to Options::memory_total: the capacity of every buffer it
+  // holds (frames, the file's write and read buffers, spare buffers), in whole 4 KiB
+  // pages; and to Options::disk_total: the bytes of its spill file not yet given back.
+  std::uint64_t memory_charged() const { return mem_charged_; }
+  std::uint64_t disk_charged() const { return disk_charged_; }
 
   // Drops everything and removes the file; later pushes answer `closed`.
   void close();
@@ -94,6 +145,8 @@ class SpillQueue {
   // memory limit are dropped as past the quota.
   const std::string& file_error() const { return file_error_; }
   const std::string& spill_path() const { return opts_.spill_path; }
+  // The last frame the file refused was refused for want of room in Options::disk_total.
+  bool short_of_disk() const { return short_of_disk_; }
 
  private:
   // A frame being added: its parts, and the string holding it when the caller gave one
@@ -109,9 +162,11 @@ class SpillQueue {
     std::string data;
     std::size_t pos = 0;     // bytes taken frame by frame (take()) from the front
     std::size_t frames = 0;  // frames in data[pos, end)
+    std::size_t cap = 0;     // data's capacity when queued (appends stay within it)
   };
 
   Added push_frame(Frame f, std::uint64_t units, bool keep);
+  Added add_frame(const Frame& f, std::uint64_t units, bool keep);
   bool open_file();
   bool append_file(const Frame& frame, bool keep);
   bool flush_wbuf();
@@ -128,13 +183,27 @@ class SpillQueue {
   std::string new_buffer(std::size_t need, std::size_t want);
   // Keeps `buf` (moving it) for reuse when it is worth it.
   bool spare(std::string& buf);
+  // Charges the budgets with what the queue holds now (after every public change).
+  void sync_budgets();
+  // The spill file's bytes not given back to the file system yet (written or buffered).
+  std::uint64_t file_held() const { return write_off_ + wbuf_.size() - punched_; }
+  // A new buffer's bytes if `frame` would need one in memory (0 when it fits the last).
+  std::size_t memory_needed(const Frame& frame) const;
+  // Past the memory budget: the file's buffers are kept as small as they can be.
+  bool tight() const { return opts_.memory_total != nullptr && opts_.memory_total->over(); }
+  bool memory_room(std::size_t n) const {
+    return n == 0 || opts_.memory_total == nullptr || opts_.memory_total->has_room(n);
+  }
 
   Options opts_;
   NoticeBuilder notice_;
   std::deque<Block> mem_;
   std::deque<std::uint32_t> lens_;  // sizes of the frames in memory, oldest first
   std::size_t mem_bytes_ = 0;
+  std::size_t mem_cap_ = 0;  // capacity of the blocks in mem_
   std::vector<std::string> spares_;  // emptied buffers kept for reuse
+  std::uint64_t mem_charged_ = 0;   // to opts_.memory_total
+  std::uint64_t disk_charged_ = 0;  // to opts_.disk_total
 
   int fd_ = -1;
   // The spill stream is records [u32 length][frame]; offsets count its bytes. The bytes
@@ -153,6 +222,7 @@ class SpillQueue {
   std::uint64_t dropped_units_ = 0;
   std::int64_t first_drop_ns_ = 0;
   std::string file_error_;
+  bool short_of_disk_ = false;
 
   std::uint64_t frames_spilled_ = 0;
   std::uint64_t frames_dropped_ = 0;

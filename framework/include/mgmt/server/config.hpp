@@ -41,6 +41,14 @@ struct Limits {
                                                // streams spill beyond it, and a client whose
                                                // unread answers reach half of it is read no
                                                // further until they drain
+  // Outgoing bytes in memory across all connections (0 = 64 MiB, or max_queue when that is
+  // larger). max_queue alone bounds one connection, not the server: 500 clients that never
+  // read their answers held 4 MiB each. Past this budget a connection with answers queued
+  // reads no further requests until they are read, and stream frames go to the spill file
+  // as if past max_queue. 64 MiB is eight connections at their full max_queue, far more
+  // than clients that read what they asked for ever hold, and little next to what the
+  // supervised processes use.
+  std::size_t max_queue_total = 0;
   std::size_t max_connections = 1024;
   // Connections one user may hold at once, other than the server's owner and root (0 = a
   // quarter of max_connections): one user cannot lock everyone else out by opening
@@ -58,6 +66,10 @@ struct Limits {
   // long is closed without its notice.
   std::chrono::milliseconds frame_timeout{std::chrono::seconds(10)};
 
+  std::size_t queue_total() const {
+    if (max_queue_total != 0) return max_queue_total;
+    return max_queue_bytes > (64u << 20) ? max_queue_bytes : (64u << 20);
+  }
   std::size_t per_uid_cap() const {
     if (max_connections_per_uid != 0) return max_connections_per_uid;
     return max_connections / 4 > 0 ? max_connections / 4 : 1;
@@ -76,6 +88,11 @@ struct StreamsConfig {
   enum class Overflow { notify, disconnect };
   std::string spill_dir;                   // "" = <socket's folder>/spill
   std::uint64_t spill_quota = 64u << 20;   // unread bytes on disk per connection
+  // Spill file bytes across all connections: past it, frames that would spill are dropped
+  // (with the stall notice) as past spill_quota. The default spill folder is next to the
+  // socket, often on a tmpfs (/run), where spilled bytes are memory: 256 MiB is four
+  // readers at their full quota, not max_connections of them.
+  std::uint64_t spill_quota_total = 256u << 20;
   Overflow on_overflow = Overflow::notify; // after the notice: go on, or close the connection
 };
 
