@@ -19,6 +19,41 @@ namespace {
 constexpr auto kEventsStream = mgmt::to_byte(mgmt::MsgType::EventsStream);
 constexpr const char* kStallType = "reliability.backpressure_stall";
 
+// A subscription keeps its filters, and its request, for its connection's life: unbounded,
+// one 1 MiB request of 130 000 ids held 5 MB until the client left, and every connection
+// may do that. With these caps a subscription holds at most about 170 KiB (the filters'
+// hash sets at most ~130 KiB, the request 40 KiB). Ids and types are few in practice (ten
+// event types exist); a client that wants more than 1024 processes subscribes to all of
+// them and filters on its side.
+constexpr std::size_t kMaxPids = 1024;
+constexpr std::size_t kMaxTypes = 64;
+constexpr std::size_t kMaxNameBytes = 32 * 1024;   // ids and types together
+constexpr std::size_t kMaxRequest = 40 * 1024;     // encoded; room for the above
+
+// Why a subscription is refused ("" when it is within the caps).
+std::string over_caps(std::size_t request_bytes, const mgmt::EventsSubscribe& req) {
+  if (req.pids.size() > kMaxPids) {
+    return "too many pids in the events filter: " + std::to_string(req.pids.size()) +
+           ", at most " + std::to_string(kMaxPids) + " (subscribe to all and filter instead)";
+  }
+  if (req.types.size() > kMaxTypes) {
+    return "too many types in the events filter: " + std::to_string(req.types.size()) +
+           ", at most " + std::to_string(kMaxTypes);
+  }
+  std::size_t names = 0;
+  for (const auto& v : req.pids) names += v.size();
+  for (const auto& v : req.types) names += v.size();
+  if (names > kMaxNameBytes) {
+    return "the events filter's pids and types take " + std::to_string(names) +
+           " bytes, at most " + std::to_string(kMaxNameBytes);
+  }
+  if (request_bytes > kMaxRequest) {
+    return "events subscription request of " + std::to_string(request_bytes) +
+           " bytes, at most " + std::to_string(kMaxRequest);
+  }
+  return "";
+}
+
 // One of a subscription's filters. Checked for every event on the backend's thread, for
 // every subscriber: a hash lookup, so that a filter of many thousand ids costs no more
 // per event than one of a few.
@@ -67,6 +102,11 @@ class EventsHandler final : public mgmt::Handler {
   void handle(std::shared_ptr<mgmt::Exchange> ex) override {
     mgmt::EventsSubscribe req;
     if (!mgmt::decode_request(*ex, req)) return;
+    // Refused with an answer, before the stream begins: the connection stays usable.
+    if (const std::string err = over_caps(ex->payload().size(), req); !err.empty()) {
+      mgmt::reply_error(*ex, err);
+      return;
+    }
     ex->begin_stream();
     ex->on_stall(
         [](std::uint64_t dropped, std::int64_t since_ns) {

@@ -17,6 +17,10 @@
 namespace {
 
 constexpr auto kLogsStream = mgmt::to_byte(mgmt::MsgType::LogsStream);
+// A follow keeps its request for its connection's life: a request padded to max_request
+// (1 MiB of fields nobody reads) would hold that much per connection. A follow request is
+// an id and four numbers; 16 KiB is far more than any needs.
+constexpr std::size_t kMaxFollowRequest = 16 * 1024;
 
 // A LogsStream chunk frame of one follow, {id, s, d, eof: false}, encoded around the chunk
 // rather than through a copy of it: the payload is pushed as parts (prefix, bin header,
@@ -134,6 +138,11 @@ class LogsHandler final : public mgmt::Handler {
     }
     if (req.ln < 0) {
       fail(*ex, req, "invalid line count " + std::to_string(req.ln));
+      return;
+    }
+    if (req.f && ex->payload().size() > kMaxFollowRequest) {
+      fail(*ex, req, "log follow request of " + std::to_string(ex->payload().size()) +
+                         " bytes, at most " + std::to_string(kMaxFollowRequest));
       return;
     }
     mgmt::LogQuery q;
