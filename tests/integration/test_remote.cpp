@@ -77,7 +77,8 @@ class Sshd {
   Sshd() {
     if (::mkdir("/run/sshd", 0755) != 0) REQUIRE(errno == EEXIST);  // privilege separation
     for (const char* key : {"host_key", "user_key"}) {
-      const auto r = run({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir_.file(key)});
+      const auto r =
+          run({"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir_.file(key)});
       INFO(r.err);
       REQUIRE(r.exit_code == 0);
     }
@@ -87,13 +88,15 @@ class Sshd {
       dir_.write("sshd_config", "Port " + std::to_string(port_) +
                                     "\n"
                                     "ListenAddress 127.0.0.1\n"
-                                    "HostKey " + dir_.file("host_key") + "\n" +
-                                    "AuthorizedKeysFile " + dir_.file("authorized_keys") + "\n" +
+                                    "HostKey " +
+                                    dir_.file("host_key") + "\n" + "AuthorizedKeysFile " +
+                                    dir_.file("authorized_keys") + "\n" +
                                     "StrictModes no\n"
                                     "UsePAM no\n"
                                     "PermitRootLogin prohibit-password\n"
                                     "PasswordAuthentication no\n"
-                                    "PidFile " + dir_.file("sshd.pid") + "\n");
+                                    "PidFile " +
+                                    dir_.file("sshd.pid") + "\n");
       // stderr into the output we can read while it runs.
       sshd_ = std::make_unique<Background>(std::vector<std::string>{
           "/bin/sh", "-c", "exec /usr/sbin/sshd -D -e -f '" + dir_.file("sshd_config") + "' 2>&1"});
@@ -170,8 +173,11 @@ std::vector<std::string> lines(const std::string& s) {
 }
 
 void wait_running(const Mgmtd& d, const std::string& id) {
-  REQUIRE(wait_until([&] { return d.ctl({"status", id}).out.find("running") != std::string::npos; },
-                     30s));
+  REQUIRE(wait_until(
+      [&] {
+        return d.ctl({"status", id}).out.find("running") != std::string::npos;
+      },
+      30s));
 }
 
 // Starts and stops the probe on `d` until `seen` (the subscriber's output so far) shows it
@@ -217,11 +223,11 @@ TEST_CASE("mgmtctl --host ssh:// gives the local output, for every kind of comma
     }
     return text;
   };
-  for (const auto& [what, args] : std::vector<std::pair<std::string, std::vector<std::string>>>{
-           {"list", {"list"}},
-           {"json", {"list", "--json"}},
-           {"status", {"status", "web"}},
-           {"call", {"call", "0xA0"}}}) {
+  for (const auto& [what, args] :
+       std::vector<std::pair<std::string, std::vector<std::string>>>{{"list", {"list"}},
+                                                                     {"json", {"list", "--json"}},
+                                                                     {"status", {"status", "web"}},
+                                                                     {"call", {"call", "0xA0"}}}) {
     INFO(what);
     const auto local = d.ctl(args);
     auto full = args;
@@ -276,7 +282,7 @@ TEST_CASE("mgmtctl --host ssh:// logs -f follows both streams; the follower's en
   REQUIRE(follower_pids.size() == 1);
   ::kill(follower_pids[0], SIGTERM);
   const auto r = follower.wait(30s);
-  CHECK(r.exit_code == -1);  // died of the signal
+  CHECK(r.exit_code == -1);                         // died of the signal
   CHECK(r.err.find("oops ") != std::string::npos);  // the stderr stream came through too
   // Its ssh children are gone with it, and the remote ends follow.
   CHECK(wait_until([&] { return pids_matching(bridge).empty(); }, 30s));
@@ -288,7 +294,8 @@ TEST_CASE("mgmtctl --host ssh:// events streams through ssh", "[remote]") {
   Mgmtd d(kBackend);
   Background events({MGMTCTL_BIN, "--host", sshd.url(d.socket()), "events", "--process", "probe"},
                     sshd.env());
-  until_probe_seen(d, [&] { return events.out(); }, "process.stopped");
+  until_probe_seen(
+      d, [&] { return events.out(); }, "process.stopped");
   for (const auto& l : lines(events.out())) {
     CHECK_THAT(l, Catch::Contains("probe"));
     CHECK(l.rfind("ssh://", 0) == std::string::npos);  // one host: no HOST column
@@ -351,8 +358,10 @@ TEST_CASE("fleet: list, status, start/stop and events over two hosts through ssh
            out.find(what) != std::string::npos;
   };
   // Subscribed on both once each has shown its probe stopping.
-  until_probe_seen(d1, [&] { return events.out(); }, u1 + "  ");
-  until_probe_seen(d2, [&] { return events.out(); }, u2 + "  ");
+  until_probe_seen(
+      d1, [&] { return events.out(); }, u1 + "  ");
+  until_probe_seen(
+      d2, [&] { return events.out(); }, u2 + "  ");
   r = sshd.ctl({"--host", hosts, "start", "probe"});
   INFO(r.err);
   CHECK(r.exit_code == 0);
@@ -372,7 +381,8 @@ TEST_CASE("fleet: list, status, start/stop and events over two hosts through ssh
   // events --json: "host" on every object.
   Background jevents({MGMTCTL_BIN, "--host", hosts, "events", "--json", "--process", "probe"},
                      sshd.env());
-  until_probe_seen(d2, [&] { return jevents.out(); }, "process.stopped");
+  until_probe_seen(
+      d2, [&] { return jevents.out(); }, "process.stopped");
   for (const auto& l : lines(jevents.out())) {
     const auto ev = nlohmann::json::parse(l);
     CHECK(ev["host"] == u2);
@@ -385,8 +395,7 @@ TEST_CASE("fleet: list, status, start/stop and events over two hosts through ssh
   CHECK_THAT(r.err, Catch::Contains("logs works on one host at a time, got 2 hosts"));
 }
 
-TEST_CASE("fleet: a host down is reported by name and step, the others still answer",
-          "[remote]") {
+TEST_CASE("fleet: a host down is reported by name and step, the others still answer", "[remote]") {
   if (!sshd_usable()) return;
   Sshd sshd;
   Mgmtd d1(kBackend), d2(kBackend);
@@ -401,8 +410,8 @@ TEST_CASE("fleet: a host down is reported by name and step, the others still ans
   const auto ls = lines(r.out);
   REQUIRE(ls.size() == 3);
   CHECK(ls[1].rfind(u1 + "  web", 0) == 0);
-  CHECK_THAT(r.err, Catch::Contains("mgmtctl: " + u2 + ": no mgmtd on " + sshd.where() + ": cannot connect to " +
-                                    d2.socket()));
+  CHECK_THAT(r.err, Catch::Contains("mgmtctl: " + u2 + ": no mgmtd on " + sshd.where() +
+                                    ": cannot connect to " + d2.socket()));
   CHECK(r.err.find(u1) == std::string::npos);
 
   // A socket path that never was, and one host alone: the same step named.
@@ -414,8 +423,8 @@ TEST_CASE("fleet: a host down is reported by name and step, the others still ans
   r = sshd.ctl({"--host", bad, "list"});
   CHECK(r.exit_code == 1);
   CHECK(r.out.empty());
-  CHECK_THAT(r.err, Catch::StartsWith("mgmtctl: no mgmtd on " + sshd.where() + ": cannot connect to " +
-                                      files.file("nothing.sock")));
+  CHECK_THAT(r.err, Catch::StartsWith("mgmtctl: no mgmtd on " + sshd.where() +
+                                      ": cannot connect to " + files.file("nothing.sock")));
   // Streams too: events does not end quietly with status 0.
   r = sshd.ctl({"--host", bad, "events"});
   CHECK(r.exit_code == 1);
@@ -431,8 +440,8 @@ TEST_CASE("ssh failures name the step: ssh itself, the remote mgmtctl", "[remote
   auto r = sshd.ctl({"--host", wrong, "list"});
   CHECK(r.exit_code == 1);
   CHECK(r.out.empty());
-  CHECK_THAT(r.err, Catch::StartsWith("mgmtctl: ssh to root@127.0.0.1:" + std::to_string(closed_port) +
-                                      " failed: ") &&
+  CHECK_THAT(r.err, Catch::StartsWith("mgmtctl: ssh to root@127.0.0.1:" +
+                                      std::to_string(closed_port) + " failed: ") &&
                         Catch::Contains("Connection refused"));
 
   r = sshd.ctl({"--host", sshd.url(d.socket()), "list"}, {{"MGMT_REMOTE_MGMTCTL", "/nonexistent"}});
@@ -441,9 +450,11 @@ TEST_CASE("ssh failures name the step: ssh itself, the remote mgmtctl", "[remote
                         Catch::Contains("MGMT_REMOTE_MGMTCTL"));
 
   // No ssh program at all.
-  r = sshd.ctl({"--host", sshd.url(d.socket()), "list"}, {{"MGMT_SSH_COMMAND", "/nonexistent/ssh"}});
+  r = sshd.ctl({"--host", sshd.url(d.socket()), "list"},
+               {{"MGMT_SSH_COMMAND", "/nonexistent/ssh"}});
   CHECK(r.exit_code == 1);
-  CHECK_THAT(r.err, Catch::Contains("ssh to " + sshd.where() + " failed: cannot run \"/nonexistent/ssh\""));
+  CHECK_THAT(r.err, Catch::Contains("ssh to " + sshd.where() +
+                                    " failed: cannot run \"/nonexistent/ssh\""));
 
   // In a fleet, each failure after its host, the good host answering.
   r = sshd.ctl({"--host", wrong + "," + sshd.url(d.socket()), "list", "--json"});

@@ -153,8 +153,8 @@ TEST_CASE("ssh_argv: the user's ssh, -p, the destination, -- and dial-stdio", "[
   s.command = mgmtctl::split_words("  ssh -i /k\t-o StrictHostKeyChecking=no ");
   s.remote_mgmtctl = "/opt/mgmt/bin/mgmtctl";
   CHECK(mgmtctl::ssh_argv(must_parse("ssh://root@h/srv/my sock's/m.sock"), s) ==
-        std::vector<std::string>{"ssh", "-i", "/k", "-o", "StrictHostKeyChecking=no", "root@h", "--",
-                                 "/opt/mgmt/bin/mgmtctl", "dial-stdio", "--socket",
+        std::vector<std::string>{"ssh", "-i", "/k", "-o", "StrictHostKeyChecking=no", "root@h",
+                                 "--", "/opt/mgmt/bin/mgmtctl", "dial-stdio", "--socket",
                                  "'/srv/my sock'\\''s/m.sock'"});
 }
 

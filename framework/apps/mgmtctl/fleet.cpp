@@ -93,8 +93,9 @@ int run_events(const std::vector<HostSpec>& hosts, const Options& o, std::ostrea
         std::string text;
         if (o.json) {
           Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-          text = j.is_object() ? with_host(host, j).dump(-1, ' ', false, Json::error_handler_t::replace)
-                               : std::string(line);
+          text = j.is_object()
+                     ? with_host(host, j).dump(-1, ' ', false, Json::error_handler_t::replace)
+                     : std::string(line);
         } else {
           text = pad_right(host, width) + std::string(line);
         }
@@ -144,9 +145,8 @@ int run_fleet(const std::vector<HostSpec>& hosts, const Options& o, std::ostream
     std::vector<std::thread> threads;
     threads.reserve(hosts.size());
     for (std::size_t i = 0; i < hosts.size(); ++i) {
-      threads.emplace_back([&, i] {
-        runs[i].rc = run_on_host(hosts[i], each, runs[i].out, runs[i].err, tz);
-      });
+      threads.emplace_back(
+          [&, i] { runs[i].rc = run_on_host(hosts[i], each, runs[i].out, runs[i].err, tz); });
     }
     for (auto& t : threads) t.join();
   }

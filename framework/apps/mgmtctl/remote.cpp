@@ -169,7 +169,8 @@ std::optional<HostSpec> parse_host(const std::string& text, std::string& error) 
     return h;
   }
   if (!rest.starts_with("ssh://")) {
-    return fail(std::string(rest.find("://") == std::string_view::npos ? "no scheme" : "unsupported scheme") +
+    return fail(std::string(rest.find("://") == std::string_view::npos ? "no scheme"
+                                                                       : "unsupported scheme") +
                 " (" + std::string(kForms) + ")");
   }
   rest.remove_prefix(6);
@@ -201,7 +202,8 @@ std::optional<HostSpec> parse_host(const std::string& text, std::string& error) 
     }
   } else {
     const auto colon = authority.find(':');
-    if (colon != std::string_view::npos && authority.find(':', colon + 1) != std::string_view::npos) {
+    if (colon != std::string_view::npos &&
+        authority.find(':', colon + 1) != std::string_view::npos) {
       return fail("an IPv6 address goes in brackets (ssh://[::1]:2222)");
     }
     h.host = authority.substr(0, colon);
@@ -226,7 +228,8 @@ std::vector<std::string> parse_hosts_file(const std::string& content) {
     const auto nl = rest.find('\n');
     std::string_view line = rest.substr(0, nl);
     rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
-    if (const auto hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    if (const auto hash = line.find('#'); hash != std::string_view::npos)
+      line = line.substr(0, hash);
     const auto b = line.find_first_not_of(" \t\r");
     if (b == std::string_view::npos) continue;
     const auto e = line.find_last_not_of(" \t\r");
@@ -308,7 +311,8 @@ Connection Connection::open(const HostSpec& h, const SshSettings& s) {
   // concurrently) never hold it open and hide ssh's end of the stream.
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    throw std::runtime_error(std::string("cannot create a socketpair for ssh: ") + std::strerror(errno));
+    throw std::runtime_error(std::string("cannot create a socketpair for ssh: ") +
+                             std::strerror(errno));
   }
   // ssh's stderr goes to memory, read only to explain a failure: a pipe nobody drains
   // could block ssh, and a terminal would get its noise.
@@ -317,7 +321,8 @@ Connection Connection::open(const HostSpec& h, const SshSettings& s) {
     const int e = errno;
     ::close(sv[0]);
     ::close(sv[1]);
-    throw std::runtime_error(std::string("cannot create a buffer for ssh's stderr: ") + std::strerror(e));
+    throw std::runtime_error(std::string("cannot create a buffer for ssh's stderr: ") +
+                             std::strerror(e));
   }
   const auto argv = ssh_argv(h, s);
   std::vector<char*> cargv;
@@ -338,9 +343,9 @@ Connection Connection::open(const HostSpec& h, const SshSettings& s) {
   if (rc != 0) {
     ::close(sv[0]);
     ::close(efd);
-    throw std::runtime_error("ssh to " + c.where_ + " failed: cannot run \"" + argv[0] +
-                             "\": " + std::strerror(rc) +
-                             (rc == ENOENT ? " (install an ssh client or set MGMT_SSH_COMMAND)" : ""));
+    throw std::runtime_error(
+        "ssh to " + c.where_ + " failed: cannot run \"" + argv[0] + "\": " + std::strerror(rc) +
+        (rc == ENOENT ? " (install an ssh client or set MGMT_SSH_COMMAND)" : ""));
   }
   track(pid);
   c.pid_ = pid;
@@ -424,13 +429,17 @@ std::string Connection::explain(int status) const {
     return "ssh to " + where_ + " was killed by signal " + std::to_string(WTERMSIG(status));
   }
   switch (const int code = WEXITSTATUS(status)) {
-    case 0: return "";
-    case 255: return "ssh to " + where_ + " failed" + (said.empty() ? " (exit code 255)" : said);
+    case 0:
+      return "";
+    case 255:
+      return "ssh to " + where_ + " failed" + (said.empty() ? " (exit code 255)" : said);
     case 127:
-      return "mgmtctl not found on " + where_ +
-             " (set MGMT_REMOTE_MGMTCTL to its path there)" + said;
-    case 126: return "cannot run mgmtctl on " + where_ + said;
-    case 1: return "no mgmtd on " + where_ + (line.empty() ? "" : ": " + strip_prefix(line, "mgmtctl: "));
+      return "mgmtctl not found on " + where_ + " (set MGMT_REMOTE_MGMTCTL to its path there)" +
+             said;
+    case 126:
+      return "cannot run mgmtctl on " + where_ + said;
+    case 1:
+      return "no mgmtd on " + where_ + (line.empty() ? "" : ": " + strip_prefix(line, "mgmtctl: "));
     case 2:
       return "the mgmtctl on " + where_ + " does not understand dial-stdio (older than this one?)" +
              said;

@@ -20,9 +20,9 @@ struct HostSpec {
   Kind kind = Kind::local;
   std::string text;  // as the user wrote it: the HOST column and the JSON "host" key
   // ssh:
-  std::string user;               // "" = ssh's own default (its config, then the local user)
-  std::string host;               // a name or an address; IPv6 without its brackets
-  std::optional<unsigned> port;   // unset = ssh's own default
+  std::string user;              // "" = ssh's own default (its config, then the local user)
+  std::string host;              // a name or an address; IPv6 without its brackets
+  std::optional<unsigned> port;  // unset = ssh's own default
   // ssh: the remote socket ("" = the remote mgmtctl discovers it); local: the socket.
   std::string path;
   // The host as messages name it: [user@]host[:port] for ssh ("[::1]:2222" bracketed),
