@@ -80,7 +80,8 @@ extern "C" void on_fatal_signal(int sig) {
 void install_signal_handlers() {
   static std::once_flag once;
   std::call_once(once, [] {
-    for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+    // SIGPIPE too: `mgmtctl --host ... events | head -1` ends by it.
+    for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) {
       struct sigaction old {};
       if (::sigaction(sig, nullptr, &old) != 0) continue;
       if (old.sa_handler == SIG_IGN) continue;  // nohup and friends: stay ignored
