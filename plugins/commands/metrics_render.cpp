@@ -101,7 +101,9 @@ void server_families(Writer& w, const Input& in) {
   w.family("mgmtd_connections_accepted_total", "counter", "Client connections accepted.");
   w.sample("mgmtd_connections_accepted_total", "", st->connections_total);
   w.family("mgmtd_connections_refused_total", "counter",
-           "Connections closed at once because limits.max_connections were open.");
+           "Connections closed at once: limits.max_connections were open, the user held "
+           "limits.max_connections_per_uid, or only limits.reserved_connections were left "
+           "(for the server's owner and root).");
   w.sample("mgmtd_connections_refused_total", "", st->connections_refused);
   w.family("mgmtd_stream_slow_readers_dropped_total", "counter",
            "Stream readers (logs -f, events) disconnected for falling more than limits.max_queue behind.");
