@@ -958,6 +958,10 @@ void ProcessBackend::on_exec_status(ManagedProcess& p, Completions& done) {
       return;
     }
     return now_running(p, done);
+  } else if (p.spec.start_seconds.count() > 0) {
+    // Stopped before its exec was even seen: short of start_seconds, so the start did not
+    // happen; the exit answers its waiters (record_exit).
+    return;
   }
   finish_waiters(p.start_waiters, *result, p, done);
 }
