@@ -120,8 +120,8 @@ TEST_CASE("instances on a terminal run, log, and keep their pids across a policy
   const auto body = [](int instances, const std::string& stop_timeout) {
     return "backend:\n  plugin: process\n  config:\n    processes:\n"
            "      - id: w\n        command: /bin/sh\n"
-           "        args: [-c, 'test -t 1 && echo \"on a tty: $MGMT_PROCESS_ID\"; exec sleep 1000', "
-           "sh]\n"
+           "        args: [-c, 'test -t 1 && echo \"on a tty: $MGMT_PROCESS_ID\"; "
+           "exec sleep 1000', sh]\n"
            "        instances: " +
            std::to_string(instances) + "\n        tty: true\n        stop_timeout: " +
            stop_timeout + "\ncommands:\n  0xAD: reload\n";

@@ -108,20 +108,21 @@ TEST_CASE("parity config: defaults of the new fields", "[process][parity][config
 }
 
 TEST_CASE("parity config: values", "[process][parity][config]") {
-  const auto p = parse(entry("    umask: 027\n"
-                             "    env_file: [vars.env, -/etc/missing.env]\n"
-                             "    clear_env: true\n"
-                             "    rlimits: {nofile: 1024:4096, core: unlimited, as: 1GiB, cpu: 60}\n"
-                             "    nice: -5\n"
-                             "    oom_score_adj: 500\n"
-                             "    stop_signal: SIGINT\n"
-                             "    stop_group: false\n"
-                             "    start_seconds: 1.5s\n"
-                             "    start_retries: 5\n"
-                             "    success_exit_codes: [0, 2, 255]\n"
-                             "    tty: true\n"
-                             "    tty_size: 132x43\n"))
-                     .processes.at(0);
+  const auto p =
+      parse(entry("    umask: 027\n"
+                  "    env_file: [vars.env, -/etc/missing.env]\n"
+                  "    clear_env: true\n"
+                  "    rlimits: {nofile: 1024:4096, core: unlimited, as: 1GiB, cpu: 60}\n"
+                  "    nice: -5\n"
+                  "    oom_score_adj: 500\n"
+                  "    stop_signal: SIGINT\n"
+                  "    stop_group: false\n"
+                  "    start_seconds: 1.5s\n"
+                  "    start_retries: 5\n"
+                  "    success_exit_codes: [0, 2, 255]\n"
+                  "    tty: true\n"
+                  "    tty_size: 132x43\n"))
+          .processes.at(0);
   CHECK(p.umask == 027);
   REQUIRE(p.env_files.size() == 2);
   CHECK(p.env_files[0].path.size() > std::string("/vars.env").size());  // made absolute
@@ -535,8 +536,9 @@ TEST_CASE("parity: start_seconds: a start counts once the program has stayed up"
 
 TEST_CASE("parity: start_seconds: a stop before the start counts answers the start",
           "[process][parity][start]") {
-  auto b = make_backend("processes:\n" + sh_process("slow", "exec sleep 30",
-                                                    "    start_seconds: 20s\n    autostart: false\n"));
+  auto b = make_backend("processes:\n" +
+                        sh_process("slow", "exec sleep 30",
+                                   "    start_seconds: 20s\n    autostart: false\n"));
   auto started = async_call(true, *b, "slow");
   REQUIRE(wait_until([&] { return pid_of(*b, "slow") > 0; }));
   CHECK(state_of(*b, "slow") == state::starting);
@@ -597,7 +599,8 @@ TEST_CASE("parity: instances run N copies; a reload adds or removes only the dif
   // sh -c SCRIPT sh ARG: $1 is ARG.
   const auto config = [](int n) {
     YAML::Emitter script;
-    script << YAML::DoubleQuoted << "echo \"$MGMT_PROCESS_ID $MGMT_INSTANCE $1 $PORT\"; exec sleep 30";
+    script << YAML::DoubleQuoted
+           << "echo \"$MGMT_PROCESS_ID $MGMT_INSTANCE $1 $PORT\"; exec sleep 30";
     return "processes:\n  - id: w\n    command: /bin/sh\n    args: [-c, " +
            std::string(script.c_str()) + ", sh, \"slot{instance}\"]\n    instances: " +
            std::to_string(n) + "\n    env: {PORT: \"90{instance}\"}\n";
@@ -688,7 +691,8 @@ TEST_CASE("parity: a reload of policy fields keeps the child; one of args restar
           "[process][parity][reconfigure]") {
   const auto config = [](const std::string& args_extra, const std::string& policy) {
     return "processes:\n" +
-           sh_process("app", "trap '' TERM; echo up" + args_extra + "; while :; do sleep 0.05; done",
+           sh_process("app",
+                      "trap '' TERM; echo up" + args_extra + "; while :; do sleep 0.05; done",
                       policy);
   };
   auto b = make_backend(config("", "    restart: on_failure\n    stop_timeout: 20s\n"));
@@ -735,7 +739,8 @@ TEST_CASE("parity: a reload restarts a child whose env_file changed since it sta
   const std::string file = dir.file("app.env");
   std::ofstream(file) << "V=1\n";
   const std::string config =
-      "processes:\n" + sh_process("app", "echo \"V=$V\"; exec sleep 30", "    env_file: " + file + "\n");
+      "processes:\n" +
+      sh_process("app", "echo \"V=$V\"; exec sleep 30", "    env_file: " + file + "\n");
   auto b = make_backend(config);
   b->start_all();
   REQUIRE(wait_until([&] { return logs_of(*b, "app") == "V=1\n"; }));
@@ -802,7 +807,8 @@ TEST_CASE("parity: one config using every new field", "[process][parity][all]") 
   for (const std::string n : {"0", "1"}) {
     const std::string id = "all-" + n;
     REQUIRE(wait_until([&] {
-      return state_of(*b, id) == state::running && logs_of(*b, id).find("ready\n") != std::string::npos;
+      return state_of(*b, id) == state::running &&
+             logs_of(*b, id).find("ready\n") != std::string::npos;
     }));
     CHECK(logs_of(*b, id) == id + "/" + n + " arg" + n + " " + dir.file("w" + n) +
                                  " file {instance} env only" + n + "\n" + "uid=" + uid +

@@ -181,7 +181,8 @@ void cloexec_from(int from) {
   // Limits and priority while still privileged (raising a hard limit, a negative nice, a
   // lower oom_score_adj need root), then the switch of user.
   for (std::size_t i = 0; i < c.rlimit_count; ++i) {
-    const rlimit lim{static_cast<rlim_t>(c.rlimits[i].soft), static_cast<rlim_t>(c.rlimits[i].hard)};
+    const rlimit lim{static_cast<rlim_t>(c.rlimits[i].soft),
+                     static_cast<rlim_t>(c.rlimits[i].hard)};
     if (::setrlimit(static_cast<__rlimit_resource_t>(c.rlimits[i].resource), &lim) != 0) {
       fail(ExecFailure::rlimit, errno, c.rlimits[i].resource);
     }
@@ -307,7 +308,9 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
       return "pseudo-terminal: " + errno_text(errno);
     }
     tty.reset(::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
-    if (!tty || !lift(tty) || !lift(master)) return "open " + std::string(name) + ": " + errno_text(errno);
+    if (!tty || !lift(tty) || !lift(master)) {
+      return "open " + std::string(name) + ": " + errno_text(errno);
+    }
     // Output goes to logs, not to a screen: newlines stay "\n" (no CR LF).
     termios t{};
     if (::tcgetattr(tty.get(), &t) == 0) {

@@ -15,13 +15,13 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <sstream>
-#include <system_error>
 #include <initializer_list>
 #include <limits>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
+#include <system_error>
 
 namespace mgmt::process {
 
@@ -253,7 +253,8 @@ class Reader {
     if (root && !id.empty()) {
       id.switch_ids = true;
       // Like initgroups(3): the user's groups; with `group:` alone, that group only.
-      id.groups = id.user.empty() ? std::vector<std::uint32_t>{id.gid} : group_list(id.name, id.gid);
+      id.groups =
+          id.user.empty() ? std::vector<std::uint32_t>{id.gid} : group_list(id.name, id.gid);
     }
     return id;
   }
@@ -326,7 +327,8 @@ class Reader {
       };
       const auto colon = s.find(':');
       const auto soft = one(std::string_view(s).substr(0, colon));
-      const auto hard = colon == std::string::npos ? soft : one(std::string_view(s).substr(colon + 1));
+      const auto hard =
+          colon == std::string::npos ? soft : one(std::string_view(s).substr(colon + 1));
       if (!soft || !hard) {
         fail(v, "rlimits." + key + " must be a number" +
                     (known->bytes ? std::string(" or a size such as 64MiB") : std::string()) +
