@@ -155,18 +155,27 @@ kill "$HOLD"; wait "$HOLD" 2>/dev/null || true
 "$BENCH" unread --socket "$SOCK" --connections "$NUNREAD" >"$TMP/unread.out" &
 UNREAD=$!
 PIDS+=("$UNREAD")
+# RssAnon once it has settled: unchanged (within 256 KiB) for 2 s, 60 s at most. The
+# clients stop writing once their sockets are full, long before mgmtd has answered what
+# those hold (without a server-wide budget it kept growing for 10 s, to 2 GiB); freed
+# memory goes back to the kernel a second after connections close.
+settled_rss() {
+  local prev=-1 cur same=0
+  for _ in $(seq 600); do
+    cur=$("$BENCH" mem --pid "$MGMTD" | tr ' ' '\n' | awk -F= '$1 == "rss_anon_kib" {print $2}')
+    if ((cur - prev <= 256 && prev - cur <= 256)); then
+      ((++same >= 20)) && break
+    else
+      same=0; prev=$cur
+    fi
+    sleep 0.1
+  done
+}
 wait_file_line "$TMP/unread.out" holding
+settled_rss
 MEM_UNREAD=$("$BENCH" mem --pid "$MGMTD")
 kill "$UNREAD"; wait "$UNREAD" 2>/dev/null || true
-# Freed memory goes back to the kernel a second after connections close: wait (5 s at
-# most) for RssAnon to stop falling.
-prev=0
-for _ in $(seq 50); do
-  cur=$("$BENCH" mem --pid "$MGMTD" | tr ' ' '\n' | awk -F= '$1 == "rss_anon_kib" {print $2}')
-  [[ $cur == "$prev" ]] && break
-  prev=$cur
-  sleep 0.1
-done
+settled_rss
 MEM_AFTER=$("$BENCH" mem --pid "$MGMTD")
 
 # --- mgmtctl list wall time (against mgmtd and against the floor) ------------------------
