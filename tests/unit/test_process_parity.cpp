@@ -23,6 +23,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "mgmt/plugin.hpp"
+#include "proc_stat.hpp"
 #include "process_backend.hpp"
 #include "process_config.hpp"
 #include "process_fixture.hpp"
@@ -258,6 +259,13 @@ TEST_CASE("parity config: instances expand into <id>-<n>, with {instance} replac
   // depends_on naming the entry means each of its instances.
   CHECK(cfg.processes[4].depends_on ==
         std::vector<std::string>{"worker-0", "worker-1", "worker-2"});
+  // One instance can be named too.
+  const auto one = parse("processes:\n  - id: w\n    command: a\n    instances: 2\n"
+                         "  - id: f\n    command: b\n    depends_on: w-1\n");
+  CHECK(one.processes.at(2).depends_on == std::vector<std::string>{"w-1"});
+  CHECK(error_of("processes:\n  - id: w\n    command: a\n    instances: 2\n"
+                 "  - id: f\n    command: b\n    depends_on: w-2\n") ==
+        "mgmt.yaml:7:17: process f depends on \"w-2\", which is not a configured process id");
   CHECK(error_of("processes:\n  - id: w\n    command: a\n    instances: 2\n"
                  "  - id: w-1\n    command: b\n") ==
         "mgmt.yaml:5:9: duplicate id \"w-1\" (line 5, first defined at line 2); every process "
@@ -662,6 +670,12 @@ TEST_CASE("parity: tty runs the child on a pseudo-terminal of tty_size",
   const auto pid = static_cast<pid_t>(pid_of(*b, "term"));
   CHECK(::getpgid(pid) == pid);
   CHECK(::getsid(pid) == pid);
+  // Recorded with its own session, so a later mgmtd can still find what it leaves behind.
+  const auto ps = mgmt::process::read_proc_stat(pid);
+  REQUIRE(ps);
+  CHECK_THAT(read_text(b->state_file()),
+             Catch::Contains("group " + std::to_string(pid) + " " + std::to_string(ps->start_time) +
+                             " " + std::to_string(pid) + " term\n"));
   const OpResult r = stop(*b, "term");
   CHECK(r.err.empty());
   CHECK(r.entry.exit_signal == SIGTERM);

@@ -612,13 +612,20 @@ class Reader {
 };
 
 // Fails on a depends_on that names no process, or on a cycle (naming it). `procs` holds
-// one spec per entry of the file (the first instance of an entry with `instances:`), and
-// `entry_ids` the entry's id, which depends_on may name for all its instances.
+// one spec per entry of the file (before `instances:` expands it), `entry_ids` the entry's
+// id, which depends_on may name for all its instances, and `counts` its instances (0
+// without), which depends_on may also name one by one. Cycles are found between entries.
 void check_dependencies(const Reader& r, const std::vector<ProcessSpec>& procs,
                         const std::vector<std::string>& entry_ids,
+                        const std::vector<std::uint32_t>& counts,
                         const std::vector<YAML::Node>& nodes) {
   std::map<std::string, std::size_t> index;
-  for (std::size_t i = 0; i < procs.size(); ++i) index.emplace(entry_ids[i], i);
+  for (std::size_t i = 0; i < procs.size(); ++i) {
+    index.emplace(entry_ids[i], i);
+    for (std::uint32_t n = 0; n < counts[i]; ++n) {
+      index.emplace(entry_ids[i] + "-" + std::to_string(n), i);
+    }
+  }
   // The YAML node of the j-th entry of process i's depends_on (a scalar names only one).
   auto dep_node = [&](std::size_t i, std::size_t j) {
     const YAML::Node d = nodes[i]["depends_on"];
@@ -752,7 +759,7 @@ BackendConfig parse_backend_config(const YAML::Node& config, const std::string& 
     counts.push_back(instances);
     nodes.push_back(n);
   }
-  check_dependencies(r, entries, entry_ids, nodes);
+  check_dependencies(r, entries, entry_ids, counts, nodes);
   // depends_on naming an entry with instances means every instance of it.
   std::map<std::string, std::uint32_t> instanced;
   for (std::size_t i = 0; i < entries.size(); ++i) {
