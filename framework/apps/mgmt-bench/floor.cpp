@@ -1,21 +1,26 @@
-// The floor: the cheapest server that still speaks the protocol's framing. One thread and
-// epoll (like mgmtd's single I/O thread), the same AF_UNIX stream socket, a header check
-// and the whole payload read for every request, and one canned reply per request, of the
-// same size as mgmtd's real one, sent with one send(). Whatever mgmtd costs beyond this is
-// its own work.
+// The floor: the cheapest server that still speaks the protocol's framing. epoll, the same
+// AF_UNIX stream socket, a header check and the whole payload read for every request, and
+// one canned reply per request, of the same size as mgmtd's real one, sent with one send().
+// Whatever mgmtd costs beyond this is its own work. With one thread (the default) it is a
+// server of mgmtd's own shape; with --threads N (0: one per core) N epoll threads share the
+// listening socket, each serving the connections it accepted: a floor that uses the whole
+// machine.
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "bench.hpp"
 #include "mgmt/messages.hpp"
@@ -35,24 +40,28 @@ struct Conn {
   std::size_t out_off = 0;
 };
 
+int listen_on(const std::string& path) {
+  ::unlink(path.c_str());
+  const int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) throw std::runtime_error("socket path too long");
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  const mode_t old = ::umask(0177);
+  const bool ok = ::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::listen(lfd, SOMAXCONN) == 0;
+  ::umask(old);
+  if (!ok) throw std::runtime_error("cannot listen on " + path + ": " + std::strerror(errno));
+  return lfd;
+}
+
 class Floor {
  public:
-  Floor(std::array<std::string, 256> replies) : replies_(std::move(replies)) {}
-
-  void listen(const std::string& path) {
-    ::unlink(path.c_str());
-    lfd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) throw std::runtime_error("socket path too long");
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    const mode_t old = ::umask(0177);
-    const bool ok = ::bind(lfd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                    ::listen(lfd_, SOMAXCONN) == 0;
-    ::umask(old);
-    if (!ok) throw std::runtime_error("cannot listen on " + path + ": " + std::strerror(errno));
+  // Each thread has its own copy of the replies: answering patches the seq in place.
+  Floor(std::array<std::string, 256> replies, int lfd) : replies_(std::move(replies)), lfd_(lfd) {
     ep_ = ::epoll_create1(EPOLL_CLOEXEC);
-    add(lfd_, EPOLLIN);
+    // Exclusive: one waiting thread is woken per connection, not all of them.
+    add(lfd_, EPOLLIN | EPOLLEXCLUSIVE);
   }
 
   void run() {
@@ -188,10 +197,13 @@ class Floor {
 int cmd_floor(const Args& a) {
   std::string socket;
   long size = 64;
+  long threads = 1;
   std::array<std::string, 256> replies;
   for (std::size_t i = 0; i < a.size(); ++i) {
     if (a[i] == "--socket") {
       socket = take_value(a, i);
+    } else if (a[i] == "--threads") {
+      threads = parse_long(take_value(a, i), "--threads");
     } else if (a[i] == "--reply-size") {
       size = parse_long(take_value(a, i), "--reply-size");
     } else if (a[i] == "--reply") {
@@ -221,14 +233,22 @@ int cmd_floor(const Args& a) {
   for (auto& r : replies) {
     if (r.empty()) r = filler;
   }
+  if (threads <= 0) threads = static_cast<long>(std::max(1u, std::thread::hardware_concurrency()));
   std::signal(SIGPIPE, SIG_IGN);
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
-  Floor f(std::move(replies));
-  f.listen(socket);
-  std::printf("floor listening on %s\n", socket.c_str());
+  const int lfd = listen_on(socket);
+  std::vector<std::unique_ptr<Floor>> floors;
+  for (long t = 0; t < threads; ++t) floors.push_back(std::make_unique<Floor>(replies, lfd));
+  std::printf("floor listening on %s (%ld thread%s)\n", socket.c_str(), threads,
+              threads == 1 ? "" : "s");
   std::fflush(stdout);
-  f.run();
+  std::vector<std::thread> workers;
+  for (long t = 1; t < threads; ++t) {
+    workers.emplace_back([f = floors[static_cast<std::size_t>(t)].get()] { f->run(); });
+  }
+  floors[0]->run();
+  for (auto& w : workers) w.join();
   ::unlink(socket.c_str());
   return 0;
 }
