@@ -58,6 +58,20 @@ struct MemoryFigures {
 // Throws std::runtime_error when the process's /proc files cannot be read.
 MemoryFigures memory_of(long pid);
 
+// Closed-loop load: `clients` connections, one `op` request in flight on each, measured for
+// `duration` seconds after `warm` seconds. Throws std::runtime_error when a client fails.
+struct LoadStats {
+  std::size_t requests = 0;
+  double seconds = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  double max_us = 0;
+  std::size_t reply_bytes = 0;
+  std::uint64_t errors = 0;  // replies of the wrong type or seq
+};
+LoadStats run_load(const std::string& socket, std::string_view op, const std::string& id,
+                   long clients, double duration, double warm);
+
 // Subcommands.
 int cmd_load(const Args& a);
 int cmd_capture(const Args& a);
@@ -67,5 +81,6 @@ int cmd_unread(const Args& a);
 int cmd_startup(const Args& a);
 int cmd_wall(const Args& a);
 int cmd_mem(const Args& a);
+int cmd_scale(const Args& a);
 
 }  // namespace mgmt::bench

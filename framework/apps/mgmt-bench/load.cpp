@@ -87,25 +87,9 @@ std::string pick_id(const std::string& socket) {
 
 }  // namespace
 
-int cmd_load(const Args& a) {
-  std::string socket, op = "list", id, label;
-  long clients = 1;
-  double duration = 3, warm = 0.5;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i] == "--socket") socket = take_value(a, i);
-    else if (a[i] == "--op") op = take_value(a, i);
-    else if (a[i] == "--id") id = take_value(a, i);
-    else if (a[i] == "--clients" || a[i] == "-c") clients = parse_long(take_value(a, i), "--clients");
-    else if (a[i] == "--duration") duration = parse_double(take_value(a, i), "--duration");
-    else if (a[i] == "--warmup") warm = parse_double(take_value(a, i), "--warmup");
-    else if (a[i] == "--label") label = take_value(a, i);
-    else throw UsageError("load: unknown option " + a[i]);
-  }
-  if (socket.empty()) throw UsageError("load: --socket is required");
-  if (clients < 1 || clients > 256) throw UsageError("load: --clients must be 1..256");
-  if (op == "status" && id.empty()) id = pick_id(socket);
+LoadStats run_load(const std::string& socket, std::string_view op, const std::string& id,
+                   long clients, double duration, double warm) {
   const std::string request = request_frame(op, id);
-
   std::atomic<int> phase{warmup};
   std::atomic<int> ready{0};
   std::vector<Worker> workers(static_cast<std::size_t>(clients));
@@ -124,26 +108,55 @@ int cmd_load(const Args& a) {
   for (auto& t : threads) t.join();
 
   std::vector<std::uint32_t> all;
-  std::uint64_t errors = 0;
-  std::size_t bytes = 0;
+  LoadStats st;
   for (auto& w : workers) {
-    if (!w.failure.empty()) {
-      std::cerr << "mgmt-bench load: a client failed: " << w.failure << "\n";
-      return 1;
-    }
+    if (!w.failure.empty()) throw std::runtime_error("a client failed: " + w.failure);
     all.insert(all.end(), w.lat_ns.begin(), w.lat_ns.end());
-    errors += w.errors;
-    bytes = std::max(bytes, w.reply_bytes);
+    st.errors += w.errors;
+    st.reply_bytes = std::max(st.reply_bytes, w.reply_bytes);
   }
   std::sort(all.begin(), all.end());
-  const double secs = static_cast<double>(t1 - t0) / 1e9;
+  st.requests = all.size();
+  st.seconds = static_cast<double>(t1 - t0) / 1e9;
+  st.p50_us = pct(all, 0.50);
+  st.p99_us = pct(all, 0.99);
+  st.max_us = all.empty() ? 0.0 : all.back() / 1000.0;
+  return st;
+}
+
+int cmd_load(const Args& a) {
+  std::string socket, op = "list", id, label;
+  long clients = 1;
+  double duration = 3, warm = 0.5;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i] == "--socket") socket = take_value(a, i);
+    else if (a[i] == "--op") op = take_value(a, i);
+    else if (a[i] == "--id") id = take_value(a, i);
+    else if (a[i] == "--clients" || a[i] == "-c") clients = parse_long(take_value(a, i), "--clients");
+    else if (a[i] == "--duration") duration = parse_double(take_value(a, i), "--duration");
+    else if (a[i] == "--warmup") warm = parse_double(take_value(a, i), "--warmup");
+    else if (a[i] == "--label") label = take_value(a, i);
+    else throw UsageError("load: unknown option " + a[i]);
+  }
+  if (socket.empty()) throw UsageError("load: --socket is required");
+  if (clients < 1 || clients > 256) throw UsageError("load: --clients must be 1..256");
+  if (op == "status" && id.empty()) id = pick_id(socket);
+  request_frame(op, id);  // an unknown op is a usage error before any connection
+
+  LoadStats st;
+  try {
+    st = run_load(socket, op, id, clients, duration, warm);
+  } catch (const std::runtime_error& e) {
+    std::cerr << "mgmt-bench load: " << e.what() << "\n";
+    return 1;
+  }
   std::printf(
       "%sop=%s clients=%ld requests=%zu seconds=%.2f rps=%.0f p50_us=%.1f p99_us=%.1f "
       "max_us=%.1f reply_bytes=%zu errors=%llu\n",
-      label.empty() ? "" : (label + " ").c_str(), op.c_str(), clients, all.size(), secs,
-      static_cast<double>(all.size()) / secs, pct(all, 0.50), pct(all, 0.99),
-      all.empty() ? 0.0 : all.back() / 1000.0, bytes, static_cast<unsigned long long>(errors));
-  return errors == 0 ? 0 : 1;
+      label.empty() ? "" : (label + " ").c_str(), op.c_str(), clients, st.requests, st.seconds,
+      static_cast<double>(st.requests) / st.seconds, st.p50_us, st.p99_us, st.max_us,
+      st.reply_bytes, static_cast<unsigned long long>(st.errors));
+  return st.errors == 0 ? 0 : 1;
 }
 
 int cmd_capture(const Args& a) {

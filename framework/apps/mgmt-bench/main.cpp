@@ -32,6 +32,12 @@ constexpr const char* kUsage = R"(usage: mgmt-bench <command> [options]
   mem      --pid PID
            a process's memory in KiB: VmRSS and VmHWM, and what is its own:
            RssAnon, PSS and Private_Dirty (/proc/PID/smaps_rollup).
+  scale    --mgmtd PATH --dir DIR [--procs N] [--subscribers S] [--idle S]
+           [--duration S] [--timeout S]
+           runs MGMTD with N /bin/sleep processes (config and socket in DIR) and
+           times spawn to all running, idle CPU over S s, RssAnon/PSS, list p50/p99
+           (1 and 4 clients), a reload changing one process, one event to S
+           subscribers, SIGTERM to exit; prints key=value (packaging/scale.sh).
 
 packaging/bench.sh runs the whole comparison against mgmtd and prints a table.
 )";
@@ -56,6 +62,7 @@ int main(int argc, char** argv) {
     if (cmd == "startup") return cmd_startup(args);
     if (cmd == "wall") return cmd_wall(args);
     if (cmd == "mem") return cmd_mem(args);
+    if (cmd == "scale") return cmd_scale(args);
     throw UsageError("unknown command '" + cmd + "'");
   } catch (const UsageError& e) {
     std::cerr << "mgmt-bench: " << e.what() << "\n\n" << kUsage;
