@@ -42,6 +42,8 @@ constexpr int kOrphanTickMs = 250;
 // At shutdown, how long to wait for the last members of groups just killed.
 constexpr auto kOrphanDrain = std::chrono::seconds(1);
 constexpr std::size_t kKilledGroupsKept = 64;
+// During a long pass of forks or exits, the registry is still saved this often.
+constexpr auto kGroupsSaveEvery = std::chrono::milliseconds(100);
 constexpr int kReapsPerPass = 1024;
 constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr int kReadsPerWakeup = 16;
@@ -493,28 +495,26 @@ std::string ProcessBackend::reconfigure(const YAML::Node& config, const std::str
     // The new order: live records as in the file, then the retired ones.
     std::vector<std::unique_ptr<ManagedProcess>> records;
     records.reserve(in_file_order.size() + procs_.size());
-    for (ManagedProcess* p : in_file_order) {
-      auto it = std::find_if(procs_.begin(), procs_.end(),
-                             [p](const auto& q) { return q.get() == p; });
-      if (it != procs_.end()) {
-        records.push_back(std::move(*it));
-      } else {
-        auto a = std::find_if(added.begin(), added.end(),
-                              [p](const auto& q) { return q.get() == p; });
-        records.push_back(std::move(*a));
-      }
-    }
+    // Owner of each record by address: a search per record made a reload of 10,000
+    // processes O(N^2).
+    std::unordered_map<const ManagedProcess*, std::unique_ptr<ManagedProcess>*> owner;
+    owner.reserve(procs_.size() + added.size());
+    for (auto& q : procs_) owner.emplace(q.get(), &q);
+    for (auto& q : added) owner.emplace(q.get(), &q);
+    for (ManagedProcess* p : in_file_order) records.push_back(std::move(*owner.at(p)));
     for (auto& q : procs_) {
       if (q) records.push_back(std::move(q));  // retired
     }
     procs_ = std::move(records);
+    by_id_.clear();  // rebuilt by the next find()
     changed();  // the order of the list follows the file
     start_order_.clear();
     for (std::size_t i : order) start_order_.push_back(in_file_order[i]);
     relink();
     // Starts last, in dependency order, once the links are those of the new set.
+    const std::set<ManagedProcess*> starting(to_start.begin(), to_start.end());
     for (ManagedProcess* p : start_order_) {
-      if (std::find(to_start.begin(), to_start.end(), p) != to_start.end()) manual_start(*p);
+      if (starting.count(p) > 0) manual_start(*p);
     }
     if (log_) {
       mgmt::log::info(*log_, "process backend reconfigured: {} process{}", in_file_order.size(),
@@ -535,10 +535,19 @@ std::string ProcessBackend::state_file() const {
 // Helpers (mu_ held)
 
 ManagedProcess* ProcessBackend::find(std::string_view id) {
-  for (const auto& p : procs_) {
-    if (!p->retired && p->spec.id == id) return p.get();
+  auto lookup = [&]() -> ManagedProcess* {
+    const auto it = by_id_.find(std::string(id));
+    if (it == by_id_.end() || it->second >= procs_.size()) return nullptr;
+    ManagedProcess* p = procs_[it->second].get();
+    return !p->retired && p->spec.id == id ? p : nullptr;
+  };
+  if (ManagedProcess* p = lookup()) return p;
+  // Not found, or the index is stale: rebuild it (O(processes), like the scan it replaces).
+  by_id_.clear();
+  for (std::size_t i = 0; i < procs_.size(); ++i) {
+    if (!procs_[i]->retired) by_id_[procs_[i]->spec.id] = i;
   }
-  return nullptr;
+  return lookup();
 }
 
 void ProcessBackend::relink() {
@@ -789,6 +798,7 @@ void ProcessBackend::supervise() {
     // Every pointer of the last poll set has been used: records removed by a reload and
     // done with can go now.
     erase_retired(done);
+    flush_groups();
     if (all_children_gone()) reaped_.notify_all();
     if (quit_) {
       lock.unlock();
@@ -871,6 +881,10 @@ void ProcessBackend::activate(std::unique_lock<std::mutex>& lock) {
 }
 
 void ProcessBackend::start_ready(Completions& done) {
+  // predecessor_alive() scans every record: only worth it while a removed one still runs
+  // (this pass retires none).
+  const bool any_retired = std::any_of(procs_.begin(), procs_.end(),
+                                       [](const auto& q) { return q->retired && q->child; });
   // In dependency order, so a failure reaches every dependent in this one pass.
   for (ManagedProcess* p : start_order_) {
     if (!p->spawn_requested || p->child) continue;  // a failed exec may wait to be reaped
@@ -888,7 +902,7 @@ void ProcessBackend::start_ready(Completions& done) {
       continue;
     }
     // A removed process of the same id is still on its way down: never two at once.
-    if (ready && !predecessor_alive(*p)) spawn(*p, done);
+    if (ready && !(any_retired && predecessor_alive(*p))) spawn(*p, done);
   }
 }
 
@@ -930,7 +944,7 @@ void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   p.sample_at.reset();
   if (p.spec.resources.max_rss > 0) p.sample_at = p.run_started + p.spec.resources.sample_interval;
   changed();  // a pid and a start time
-  save_groups();
+  groups_changed();
   if (log_) mgmt::log::debug(*log_, "process {}: spawned pid {}", p.spec.id, p.child->pid());
 }
 
@@ -1113,7 +1127,7 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
   const auto ran_for = steady_clock::now() - p.run_started;
   p.child.reset();
   changed();  // no pid any more; the state, exit code and signal follow below, still locked
-  save_groups();
+  groups_changed();
   if (p.abandoned && log_) {
     mgmt::log::warn(*log_, "process {}: given up on after SIGKILL, has exited after all",
                     p.spec.id);
@@ -1286,6 +1300,7 @@ void ProcessBackend::sample_rss(std::unique_lock<std::mutex>& lock, SteadyTime n
 
 void ProcessBackend::reap_orphans(Completions& done) {
   if (!reaper_) return;
+  std::unordered_map<pid_t, ManagedProcess*> children;
   for (int i = 0; i < kReapsPerPass; ++i) {
     siginfo_t info{};
     if (::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
@@ -1294,10 +1309,16 @@ void ProcessBackend::reap_orphans(Completions& done) {
     }
     const pid_t pid = info.si_pid;
     if (pid == 0) return;  // no zombie
-    ManagedProcess* owner = nullptr;
-    for (const auto& p : procs_) {
-      if (p->child && p->child->pid() == pid) owner = p.get();
+    // Built at the first zombie of the pass, then O(1) per zombie: a scan per zombie made
+    // the exits of N children O(N^2). Nothing forks during the pass; a pid reaped below is
+    // never peeked again.
+    if (children.empty()) {
+      for (const auto& p : procs_) {
+        if (p->child) children.emplace(p->child->pid(), p.get());
+      }
     }
+    const auto found = children.find(pid);
+    ManagedProcess* owner = found == children.end() ? nullptr : found->second;
     if (owner) {
       on_exit(*owner, done);  // one of ours: reaped by pid, its status recorded
       if (owner->child && owner->child->pid() == pid) return;  // not reaped after all
@@ -1360,6 +1381,18 @@ void ProcessBackend::final_reap() {
     ::poll(nullptr, 0, 5);
   }
   reap();
+}
+
+void ProcessBackend::groups_changed() {
+  groups_dirty_ = true;
+  if (steady_clock::now() - groups_saved_at_ >= kGroupsSaveEvery) flush_groups();
+}
+
+void ProcessBackend::flush_groups() {
+  if (!groups_dirty_) return;
+  groups_dirty_ = false;
+  groups_saved_at_ = steady_clock::now();
+  save_groups();
 }
 
 void ProcessBackend::save_groups() {
