@@ -15,10 +15,11 @@ constexpr const char* kUsage = R"(usage: mgmt-bench <command> [options]
            warm-up): prints requests/s and latency p50, p99, max in microseconds.
   capture  --socket PATH [--op list|status] [--id ID] --out FILE
            saves the server's whole reply frame, for the floor.
-  floor    --socket PATH [--reply TYPE=FILE]... [--reply-size N]
-           a minimal server: one epoll thread; reads each request frame and answers
-           it with the captured frame for its type (seq patched), else with an
-           N-byte frame (default 64). Runs until SIGTERM/SIGINT.
+  floor    --socket PATH [--reply TYPE=FILE]... [--reply-size N] [--threads N]
+           a minimal server: reads each request frame and answers it with the
+           captured frame for its type (seq patched), else with an N-byte frame
+           (default 64). One epoll thread, or N sharing the listening socket (0: one
+           per core: the floor that uses the whole machine). Runs until SIGTERM/SIGINT.
   hold     --socket PATH [--connections N]
            opens N idle connections and keeps them until SIGTERM/SIGINT.
   unread   --socket PATH [--connections N] [--op list|status] [--id ID]
