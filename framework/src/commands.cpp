@@ -72,7 +72,7 @@ std::string encode(const InfoRequest&) {
 
 std::string encode(const InfoResponse& m) {
   return packed([&](Packer& pk) {
-    pk.pack_map(8);
+    pk.pack_map(10);
     put_key(pk, "version");
     put_str(pk, m.version);
     put_key(pk, "abi");
@@ -88,6 +88,22 @@ std::string encode(const InfoResponse& m) {
     put_key(pk, "plugins");
     pk.pack_array(static_cast<std::uint32_t>(m.plugins.size()));
     for (const auto& p : m.plugins) put_plugin(pk, p);
+    put_key(pk, "err");
+    put_str(pk, m.err);
+    put_key(pk, "upgraded_at");
+    pk.pack_int64(m.upgraded_at);
+    put_key(pk, "upgrades");
+    pk.pack_uint32(m.upgrades);
+  });
+}
+
+std::string encode(const UpgradeResponse& m) {
+  return packed([&](Packer& pk) {
+    pk.pack_map(3);
+    put_key(pk, "binary");
+    put_str(pk, m.binary);
+    put_key(pk, "upgrades");
+    pk.pack_uint32(m.upgrades);
     put_key(pk, "err");
     put_str(pk, m.err);
   });
@@ -125,12 +141,23 @@ std::string decode(std::string_view payload, InfoResponse& out) {
     else if (k == "pid") codec::read(v, out.pid, k);
     else if (k == "config") codec::read(v, out.config, k);
     else if (k == "err") codec::read(v, out.err, k);
+    else if (k == "upgraded_at") codec::read(v, out.upgraded_at, k);
+    else if (k == "upgrades") codec::read(v, out.upgrades, k);
     else if (k == "plugins") {
       for_each_element(v, k, "an array of plugins", [&](const object& e, const std::string& f) {
         out.plugins.emplace_back();
         read(e, out.plugins.back(), f);
       });
     }
+  });
+}
+
+std::string decode(std::string_view payload, UpgradeResponse& out) {
+  out = {};
+  return decode_map(payload, [&](std::string_view k, const object& v) {
+    if (k == "binary") codec::read(v, out.binary, k);
+    else if (k == "upgrades") codec::read(v, out.upgrades, k);
+    else if (k == "err") codec::read(v, out.err, k);
   });
 }
 

@@ -349,7 +349,7 @@ std::string encode(const StatusResponse& m) {
 
 std::string encode(const LogsRequest& m) {
   return packed([&](auto& o) {
-    put_map(o, 3u + (m.sn != 0) + (m.ln != 0));
+    put_map(o, 3u + (m.sn != 0) + (m.ln != 0) + (m.from >= 0));
     put_key<"id">(o);
     put_str(o, m.id);
     put_key<"s">(o);
@@ -364,12 +364,16 @@ std::string encode(const LogsRequest& m) {
       put_key<"ln">(o);
       put_int(o, m.ln);
     }
+    if (m.from >= 0) {
+      put_key<"from">(o);
+      put_int(o, m.from);
+    }
   });
 }
 
 std::string encode(const LogsStream& m) {
   return packed([&](auto& o) {
-    put_map(o, m.err.empty() ? 4 : 5);
+    put_map(o, (m.err.empty() ? 4u : 5u) + (m.pos >= 0));
     put_key<"id">(o);
     put_str(o, m.id);
     put_key<"s">(o);
@@ -382,12 +386,16 @@ std::string encode(const LogsStream& m) {
       put_key<"err">(o);
       put_str(o, m.err);
     }
+    if (m.pos >= 0) {
+      put_key<"pos">(o);
+      put_int(o, m.pos);
+    }
   });
 }
 
 std::string encode(const EventsSubscribe& m) {
   return packed([&](auto& o) {
-    put_map(o, m.types.empty() ? 1 : 2);
+    put_map(o, (m.types.empty() ? 1u : 2u) + (m.after > 0) + (m.since > 0));
     put_key<"pids">(o);
     if (m.pids.empty()) {
       o.byte(0xc0);  // nil: what the Go client sends for "all"
@@ -400,12 +408,20 @@ std::string encode(const EventsSubscribe& m) {
       put_array(o, static_cast<std::uint32_t>(m.types.size()));
       for (const auto& t : m.types) put_str(o, t);
     }
+    if (m.after > 0) {
+      put_key<"after">(o);
+      put_uint(o, m.after);
+    }
+    if (m.since > 0) {
+      put_key<"since">(o);
+      put_int(o, m.since);
+    }
   });
 }
 
 std::string encode(const EventsStream& m) {
   return packed([&](auto& o) {
-    put_map(o, 4);
+    put_map(o, 4u + (m.n > 0));
     put_key<"pid">(o);
     put_str(o, m.pid);
     put_key<"t">(o);
@@ -414,6 +430,10 @@ std::string encode(const EventsStream& m) {
     put_int(o, m.ts);
     put_key<"sum">(o);
     put_str(o, m.sum);
+    if (m.n > 0) {
+      put_key<"n">(o);
+      put_uint(o, m.n);
+    }
   });
 }
 
@@ -479,6 +499,7 @@ std::string decode(std::string_view payload, LogsRequest& out) {
     else if (k == "f") read(v, out.f, k);
     else if (k == "sn") read(v, out.sn, k);
     else if (k == "ln") read(v, out.ln, k);
+    else if (k == "from") read(v, out.from, k);
   });
 }
 
@@ -490,6 +511,7 @@ std::string decode(std::string_view payload, LogsStream& out) {
     else if (k == "d") read(v, out.d, k);
     else if (k == "eof") read(v, out.eof, k);
     else if (k == "err") read(v, out.err, k);
+    else if (k == "pos") read(v, out.pos, k);
   });
 }
 
@@ -498,6 +520,8 @@ std::string decode(std::string_view payload, EventsSubscribe& out) {
   return decode_map(payload, [&](std::string_view k, const object& v) {
     if (k == "pids") read(v, out.pids, k);
     else if (k == "types") read(v, out.types, k);
+    else if (k == "after") read(v, out.after, k);
+    else if (k == "since") read(v, out.since, k);
   });
 }
 
@@ -508,6 +532,7 @@ std::string decode(std::string_view payload, EventsStream& out) {
     else if (k == "t") read(v, out.t, k);
     else if (k == "ts") read(v, out.ts, k);
     else if (k == "sum") read(v, out.sum, k);
+    else if (k == "n") read(v, out.n, k);
   });
 }
 

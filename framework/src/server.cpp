@@ -136,6 +136,8 @@ struct Server::Impl {
   // handler goes (with its library) once the last of those is gone.
   std::vector<std::shared_ptr<Dispatcher>> retired;
   std::function<void()> reload;
+  std::function<void()> upgrade;  // SIGUSR2
+  bool upgrading = false;         // end_for_upgrade() was called
   Backend& backend;
   std::shared_ptr<spdlog::logger> log;
   asio::io_context io;
@@ -277,8 +279,11 @@ void Server::adopt_listener() {
   boost::system::error_code ec;
   m.acceptor.assign(asio::local::stream_protocol(), fd, ec);
   if (ec) throw std::runtime_error("cannot serve the inherited socket " + where + ": " + ec.message());
+  // Handed over by an in-place upgrade: still ours to remove at shutdown.
+  if (m.opts.listen_owned) m.listening = true;
   ready_to_serve();
-  mgmt::log::info(*m.log, "listening on {} (socket activation)", where);
+  mgmt::log::info(*m.log, "listening on {} ({})", where,
+                  m.opts.listen_owned ? "handed over by an in-place upgrade" : "socket activation");
 }
 
 void Server::ready_to_serve() {
@@ -292,6 +297,7 @@ void Server::ready_to_serve() {
   m.signals.add(SIGINT);
   m.signals.add(SIGTERM);
   m.signals.add(SIGHUP);
+  m.signals.add(SIGUSR2);
 }
 
 void Server::Impl::accept() {
@@ -386,9 +392,17 @@ void Server::Impl::wait_signal() {
         mgmt::log::warn(
             *log, "SIGHUP: configuration reload is not supported here; restart to apply changes");
       }
+    } else if (sig == SIGUSR2) {
+      if (upgrade) {
+        mgmt::log::info(*log, "SIGUSR2: upgrading in place");
+        upgrade();
+      } else {
+        mgmt::log::warn(*log, "SIGUSR2: in-place upgrade is not supported here");
+      }
     } else {
       begin_shutdown(sig == SIGINT ? "SIGINT" : "SIGTERM");
     }
+    if (upgrading) return;
     wait_signal();
   });
 }
@@ -456,6 +470,8 @@ void Server::run() {
 }
 
 const ServerStats& Server::stats() const { return impl_->stats; }
+
+void Server::restore_stats(const StatsSnapshot& s) { impl_->stats.restore(s); }
 
 void Server::set_dispatcher(std::shared_ptr<const Dispatcher> d) {
   auto& m = *impl_;
@@ -537,6 +553,45 @@ void Server::update(const Limits& limits, const AccessConfig& access) {
 void Server::on_reload(std::function<void()> reload) { impl_->reload = std::move(reload); }
 
 void Server::on_shutdown(std::function<void()> f) { impl_->shutdown_hook = std::move(f); }
+
+void Server::on_upgrade(std::function<void()> upgrade) { impl_->upgrade = std::move(upgrade); }
+
+int Server::end_for_upgrade() {
+  auto& m = *impl_;
+  int fd = -1;
+  if (m.acceptor.is_open()) fd = ::fcntl(m.acceptor.native_handle(), F_DUPFD_CLOEXEC, 3);
+  m.upgrading = true;
+  m.shutting_down = true;  // accepts no more; nothing is trimmed
+  m.listening = false;     // the socket file stays: the next program serves it
+  boost::system::error_code ignored;
+  m.acceptor.close(ignored);
+  m.signals.cancel();
+  m.trim_timer.cancel();
+  for (auto& t : m.tickers) t->cancel();
+  std::vector<std::shared_ptr<Session>> live;
+  for (auto& [p, w] : m.sessions) {
+    if (auto s = w.lock()) live.push_back(std::move(s));
+  }
+  // Idle connections close at once; answers under way (the upgrade command's own) and
+  // stream backlogs get a moment. A stream client resumes from the next program anyway.
+  for (auto& s : live) s->shutdown();
+  auto finish = [&m] {
+    std::vector<std::shared_ptr<Session>> left;
+    for (auto& [p, w] : m.sessions) {
+      if (auto s = w.lock()) left.push_back(std::move(s));
+    }
+    for (auto& s : left) s->close("mgmtd is upgrading");
+    m.io.stop();
+  };
+  if (m.sessions.empty()) {
+    asio::post(m.io, finish);
+  } else {
+    m.drain_timer.cancel();
+    m.drain_timer.expires_after(std::chrono::seconds(1));
+    m.drain_timer.async_wait([finish](const boost::system::error_code&) { finish(); });
+  }
+  return fd;
+}
 
 void Server::post(std::function<void()> f) { asio::post(impl_->io, std::move(f)); }
 

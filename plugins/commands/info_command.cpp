@@ -32,6 +32,8 @@ class InfoCommand final : public mgmt::Handler {
     resp.uptime = s.started_at > 0 && now > s.started_at ? now - s.started_at : 0;
     resp.pid = ::getpid();
     resp.config = s.config_file;
+    resp.upgraded_at = s.upgraded_at;
+    resp.upgrades = s.upgrades;
     resp.plugins.reserve(s.plugins.size());
     for (const auto& p : s.plugins) {
       resp.plugins.push_back({p.type, p.name, mgmt::kind_name(p.kind), p.version, p.path});

@@ -78,18 +78,21 @@ std::int64_t now_ns() {
 
 // The payload of an event, encoded once per publish for all the subscribers it goes to:
 // the backend hands every subscriber the same event in turn on one thread, so the last
-// encoding is reused when the next subscriber sees an equal event.
-const std::string& encoded(const mgmt::Event& e) {
+// encoding is reused when the next subscriber sees an equal event. `n`: its number in the
+// server's journal (the `n` extension), 0 when the server keeps none.
+const std::string& encoded(const mgmt::Event& e, std::uint64_t n) {
   struct Cache {
     mgmt::Event event;
+    std::uint64_t n = 0;
     std::string payload;
     bool valid = false;
   };
   thread_local Cache cache;
-  if (!cache.valid || cache.event.ts != e.ts || cache.event.type != e.type ||
+  if (!cache.valid || cache.n != n || cache.event.ts != e.ts || cache.event.type != e.type ||
       cache.event.pid != e.pid || cache.event.summary != e.summary) {
     cache.event = e;
-    cache.payload = mgmt::encode(mgmt::EventsStream{e.pid, e.type, e.ts, e.summary});
+    cache.n = n;
+    cache.payload = mgmt::encode(mgmt::EventsStream{e.pid, e.type, e.ts, e.summary, n});
     cache.valid = true;
   }
   return cache.payload;
@@ -97,7 +100,8 @@ const std::string& encoded(const mgmt::Event& e) {
 
 class EventsHandler final : public mgmt::Handler {
  public:
-  explicit EventsHandler(const mgmt::PluginEnv& env) : backend_(*env.backend) {}
+  explicit EventsHandler(const mgmt::PluginEnv& env)
+      : backend_(*env.backend), server_(env.server) {}
 
   void handle(std::shared_ptr<mgmt::Exchange> ex) override {
     mgmt::EventsSubscribe req;
@@ -116,19 +120,29 @@ class EventsHandler final : public mgmt::Handler {
                   " (spill quota exceeded)"});
         },
         kEventsStream);
-    auto sub = backend_.subscribe_events(
-        [ex, pids = Filter(std::move(req.pids)), types = Filter(std::move(req.types))](
-            const mgmt::Event& e) {
-          if (!pids.allows(e.pid) || !types.allows(e.type)) return;
-          // Copied straight into the connection's queue: no string per subscriber.
-          const std::string_view payload(encoded(e));
-          ex->push_parts(kEventsStream, &payload, 1, 1);
-        });
+    auto deliver = [ex, pids = Filter(std::move(req.pids)), types = Filter(std::move(req.types))](
+                       const mgmt::Event& e, std::uint64_t n) {
+      if (!pids.allows(e.pid) || !types.allows(e.type)) return;
+      // Copied straight into the connection's queue: no string per subscriber.
+      const std::string_view payload(encoded(e, n));
+      ex->push_parts(kEventsStream, &payload, 1, 1);
+    };
+    // Numbered through the server's journal when it keeps one (a subscriber that
+    // reconnects, `after` or `since`, is first given what it missed); else straight from
+    // the backend.
+    std::unique_ptr<mgmt::Subscription> sub;
+    if (server_ != nullptr && server_->subscribe_events) {
+      sub = server_->subscribe_events(req.after, req.since, std::move(deliver));
+    } else {
+      sub = backend_.subscribe_events(
+          [deliver = std::move(deliver)](const mgmt::Event& e) { deliver(e, 0); });
+    }
     ex->hold(std::shared_ptr<mgmt::Subscription>(std::move(sub)));
   }
 
  private:
   mgmt::Backend& backend_;
+  const mgmt::ServerInfo* server_;
 };
 
 }  // namespace

@@ -22,48 +22,74 @@ constexpr auto kLogsStream = mgmt::to_byte(mgmt::MsgType::LogsStream);
 // an id and four numbers; 16 KiB is far more than any needs.
 constexpr std::size_t kMaxFollowRequest = 16 * 1024;
 
-// A LogsStream chunk frame of one follow, {id, s, d, eof: false}, encoded around the chunk
-// rather than through a copy of it: the payload is pushed as parts (prefix, bin header,
-// chunk, suffix) that the connection's queue copies once.
+// A LogsStream chunk frame of one follow, {id, s, d, eof: false, pos}, encoded around the
+// chunk rather than through a copy of it: the payload is pushed as parts (prefix, bin
+// header, chunk, suffix, position) that the connection's queue copies once.
 class ChunkEncoder {
  public:
   ChunkEncoder(const std::string& id, std::uint8_t s) {
     // Split an encoding with an empty `d` (bin 8 of length 0: c4 00) just before the
     // bin header, then check a chunk spliced in encodes the same; else use the codec.
-    const std::string empty = mgmt::encode(mgmt::LogsStream{id, s, {}, false, {}});
+    const std::string empty = mgmt::encode(mgmt::LogsStream{id, s, {}, false, {}, 0});
     static constexpr std::string_view kEmptyBin("\xc4\x00", 2);
     static constexpr std::string_view kSuffix("\xa3\x65\x6f\x66\xc2", 5);  // "eof": false
-    if (empty.size() < kEmptyBin.size() + kSuffix.size() ||
-        std::string_view(empty).substr(empty.size() - kSuffix.size()) != kSuffix ||
-        std::string_view(empty).substr(empty.size() - kSuffix.size() - kEmptyBin.size(),
+    const std::string tail = std::string(kSuffix) + std::string(kPosKey) + '\0';        // "pos": 0
+    if (empty.size() < kEmptyBin.size() + tail.size() ||
+        std::string_view(empty).substr(empty.size() - tail.size()) != tail ||
+        std::string_view(empty).substr(empty.size() - tail.size() - kEmptyBin.size(),
                                        kEmptyBin.size()) != kEmptyBin) {
       return;
     }
-    prefix_ = empty.substr(0, empty.size() - kSuffix.size() - kEmptyBin.size());
-    suffix_ = std::string(kSuffix);
+    prefix_ = empty.substr(0, empty.size() - tail.size() - kEmptyBin.size());
+    suffix_ = std::string(kSuffix) + std::string(kPosKey);
     for (const std::size_t n : {0, 3, 300, 70000}) {
-      const std::string sample(n, 'x');
-      char head[5];
-      std::string spliced = prefix_;
-      spliced.append(head, bin_header(sample.size(), head));
-      spliced += sample;
-      spliced += suffix_;
-      if (spliced != mgmt::encode(mgmt::LogsStream{id, s, sample, false, {}})) return;
+      for (const std::int64_t pos : {std::int64_t{5}, std::int64_t{200}, std::int64_t{70000},
+                                     std::int64_t{1} << 40}) {
+        const std::string sample(n, 'x');
+        char head[9];
+        std::string spliced = prefix_;
+        spliced.append(head, bin_header(sample.size(), head));
+        spliced += sample;
+        spliced += suffix_;
+        spliced.append(head, uint_bytes(static_cast<std::uint64_t>(pos), head));
+        if (spliced != mgmt::encode(mgmt::LogsStream{id, s, sample, false, {}, pos})) return;
+      }
     }
     ok_ = true;
   }
 
   bool ok() const { return ok_; }
 
-  // Pushes the frame for `chunk`.
-  bool push(mgmt::Exchange& ex, std::uint8_t type, std::string_view chunk) const {
+  // Pushes the frame for `chunk`, which ends at stream position `pos`.
+  bool push(mgmt::Exchange& ex, std::uint8_t type, std::string_view chunk, std::int64_t pos) const {
     char head[5];
+    char pos_bytes[9];
     const std::string_view parts[] = {
-        prefix_, std::string_view(head, bin_header(chunk.size(), head)), chunk, suffix_};
-    return ex.push_parts(type, parts, 4, chunk.size());
+        prefix_, std::string_view(head, bin_header(chunk.size(), head)), chunk, suffix_,
+        std::string_view(pos_bytes, uint_bytes(static_cast<std::uint64_t>(pos), pos_bytes))};
+    return ex.push_parts(type, parts, 5, chunk.size());
   }
 
  private:
+  static constexpr std::string_view kPosKey{"\xa3pos", 4};
+
+  // MessagePack's smallest encoding of the unsigned `v` (as the codec writes it).
+  static std::size_t uint_bytes(std::uint64_t v, char* out) {
+    auto big_endian = [&](char tag, int n) {
+      out[0] = tag;
+      for (int i = 0; i < n; ++i) out[1 + i] = static_cast<char>(v >> (8 * (n - 1 - i)));
+      return static_cast<std::size_t>(n + 1);
+    };
+    if (v < 128) {
+      out[0] = static_cast<char>(v);
+      return 1;
+    }
+    if (v < 256) return big_endian(static_cast<char>(0xcc), 1);
+    if (v < 65536) return big_endian(static_cast<char>(0xcd), 2);
+    if (v < (std::uint64_t{1} << 32)) return big_endian(static_cast<char>(0xce), 4);
+    return big_endian(static_cast<char>(0xcf), 8);
+  }
+
   // MessagePack bin header for `n` bytes; returns its size.
   static std::size_t bin_header(std::size_t n, char* out) {
     if (n < 256) {
@@ -150,6 +176,7 @@ class LogsHandler final : public mgmt::Handler {
     q.stream = static_cast<mgmt::LogStream>(req.s);
     q.since_ns = req.sn;
     q.last_lines = req.ln;
+    q.from = req.f ? req.from : -1;  // a follow that resumes where its client left off
 
     if (!req.f) {
       mgmt::LogsStream frame{req.id, req.s, {}, true, {}};
@@ -172,14 +199,22 @@ class LogsHandler final : public mgmt::Handler {
               false, {}});
         },
         kLogsStream);
-    auto push_chunk = [ex, id = req.id, s = req.s,
+    // The stream position after the last chunk pushed: set from follow_logs() before the
+    // gate opens, then advanced by the backend's thread only (-1: the backend counts none).
+    auto position = std::make_shared<std::atomic<std::int64_t>>(-1);
+    auto push_chunk = [ex, id = req.id, s = req.s, position,
                        enc = std::make_shared<const ChunkEncoder>(req.id, req.s)](
                           std::string_view chunk) {
-      if (enc->ok()) {
-        enc->push(*ex, kLogsStream, chunk);
+      std::int64_t pos = position->load(std::memory_order_relaxed);
+      if (pos >= 0) {
+        pos += static_cast<std::int64_t>(chunk.size());
+        position->store(pos, std::memory_order_relaxed);
+      }
+      if (enc->ok() && pos >= 0) {
+        enc->push(*ex, kLogsStream, chunk, pos);
       } else {
         ex->push_units(kLogsStream,
-                       mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}}),
+                       mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}, pos}),
                        chunk.size());
       }
     };
@@ -190,12 +225,13 @@ class LogsHandler final : public mgmt::Handler {
       fail(*ex, req, r.err);
       return;
     }
+    position->store(r.position, std::memory_order_relaxed);
     // The subscription may already be delivering chunks from the backend's thread: the gate
     // keeps them behind this snapshot.
     gate->open(
         [&] {
           ex->push(kLogsStream, mgmt::encode(mgmt::LogsStream{
-                                    req.id, req.s, std::move(r.snapshot), false, {}}));
+                                    req.id, req.s, std::move(r.snapshot), false, {}, r.position}));
         },
         push_chunk);
     ex->hold(std::shared_ptr<mgmt::Subscription>(std::move(r.subscription)));

@@ -23,6 +23,7 @@ std::optional<Command> command_named(std::string_view s) {
   if (s == "signal") return Command::signal;
   if (s == "info") return Command::info;
   if (s == "reload") return Command::reload;
+  if (s == "upgrade") return Command::upgrade;
   if (s == "call") return Command::call;
   if (s == "metrics") return Command::metrics;
   if (s == "help") return Command::help;
@@ -45,6 +46,7 @@ std::string command_name(Command c) {
     case Command::signal: return "signal";
     case Command::info: return "info";
     case Command::reload: return "reload";
+    case Command::upgrade: return "upgrade";
     case Command::call: return "call";
     case Command::metrics: return "metrics";
     case Command::help: return "help";
@@ -58,7 +60,7 @@ std::string command_name(Command c) {
 const std::vector<std::string>& command_names() {
   static const std::vector<std::string> names = {
       "list", "status", "start", "stop", "logs", "events", "restart", "signal",
-      "info", "metrics", "reload", "call", "dial-stdio", "help", "version"};
+      "info", "metrics", "reload", "upgrade", "call", "dial-stdio", "help", "version"};
   return names;
 }
 
@@ -90,7 +92,8 @@ bool flag_applies(std::string_view flag, Command c) {
   if (flag == "process") return c == Command::events;
   if (flag == "type") {
     return c == Command::events || c == Command::restart || c == Command::signal ||
-           c == Command::info || c == Command::metrics || c == Command::reload;
+           c == Command::info || c == Command::metrics || c == Command::reload ||
+           c == Command::upgrade;
   }
   return true;
 }
@@ -339,6 +342,7 @@ ParseResult parse_args(const std::vector<std::string>& args) {
     case Command::info:
     case Command::metrics:
     case Command::reload:
+    case Command::upgrade:
     case Command::dial_stdio:
       if (!positionals.empty()) {
         return usage(cmd + " takes no arguments, got " + quoted(positionals.front()));

@@ -13,7 +13,7 @@ namespace mgmtctl {
 enum class Command {
   none, help, version, list, status, start, stop, logs, events,
   // Extra commands (types 0xAA..0xAF; which one is mgmt.yaml's business).
-  restart, signal, info, reload, call, metrics,
+  restart, signal, info, reload, call, metrics, upgrade,
   // Bridges stdin/stdout to the local socket: what `--host ssh://` runs on the far side.
   dial_stdio
 };

@@ -47,6 +47,9 @@ Commands:
   metrics [--type 0xNN]          the server's Prometheus metrics (text format)
   reload [--type 0xNN]           re-read mgmt.yaml and apply it (exit 1 with the reason
                                  when the server refuses it and keeps the running one)
+  upgrade [--type 0xNN]          replace mgmtd by the binary on disk in place (same pid,
+                                 the processes keep running) and wait until it serves;
+                                 exit 1 with the reason when it is refused
   call <TYPE> [JSON]             send any request (a JSON object, converted to
                                  MessagePack; none: an empty payload) and print the
                                  answer as JSON (byte strings as base64); exit 1 when
@@ -75,8 +78,9 @@ $MGMT_REMOTE_MGMTCTL the remote mgmtctl (default "mgmtctl" from the remote PATH)
 On several hosts, list, status, start, stop, restart, signal and events run on all of
 them in parallel, each row after its HOST; one host failing fails the exit code only.
 Durations are Go's: 500ms, 90s, 5m, 1h30m.
-restart, signal, info, reload and metrics are extra commands: mgmt.yaml maps them to a
-message type (stock: restart 0xAA, signal 0xAB, info 0xAC, reload 0xAD, metrics 0xAE);
+restart, signal, info, reload, metrics and upgrade are extra commands: mgmt.yaml maps them
+to a message type (stock: restart 0xAA, signal 0xAB, info 0xAC, reload 0xAD, metrics 0xAE,
+upgrade 0xAF);
 --type reaches them on another one.
 States are coloured when stdout is a terminal and NO_COLOR is not set.
 
@@ -176,6 +180,17 @@ Asks the server to re-read its configuration and apply it (processes added, remo
 changed; handlers remapped; limits and access rules), as SIGHUP does, and prints
 "reloaded"; a refused reload changes nothing and its reason goes to stderr (exit 1).
   --type 0xNN   the message type the reload command is mapped to (default 0xAD)
+)";
+    case Command::upgrade:
+      return R"(usage: mgmtctl upgrade [--type 0xNN]
+
+Asks the server to upgrade in place, as SIGUSR2 does: it runs the mgmtd binary it was
+started as with --check on its configuration, and when that binary validates it and can
+take over (plugin ABI, state image, backend handoff), execs it with the same pid. The
+processes keep running with their pids, logs, counters and timers; every connection is
+closed (`logs -f` and `events` reconnect and resume). Waits until the new program serves,
+then prints it; a refused upgrade changes nothing and its reason goes to stderr (exit 1).
+  --type 0xNN   the message type the upgrade command is mapped to (default 0xAF)
 )";
     case Command::call:
       return R"(usage: mgmtctl call <TYPE> [JSON]

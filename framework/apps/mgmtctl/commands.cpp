@@ -6,6 +6,9 @@
 #include <ostream>
 #include <sstream>
 #include <stdexcept>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -204,6 +207,46 @@ int cmd_reload(mgmt::Client& c, const Options& o, std::ostream& out, std::ostrea
   return kExitOk;
 }
 
+// upgrade: the answer comes once the new binary passed its check; then the connection
+// closes and the new program (same pid) serves on the same socket. Waits for it to report
+// the higher upgrade count.
+int cmd_upgrade(Connection& conn, const HostSpec& host, const Options& o, std::ostream& out,
+                std::ostream& err) {
+  const auto type = o.msg_type.value_or(mgmt::kUpgradeCommandType);
+  mgmt::Client& c = conn.client();
+  const auto f = c.call(type, mgmt::encode(mgmt::InfoRequest{}));  // an empty map
+  const auto resp = expect_command<mgmt::UpgradeResponse>(c, f, type);
+  if (!resp.err.empty()) {
+    err << "upgrade refused, nothing changed: " << resp.err << '\n';
+    return kExitFailure;
+  }
+  out << "upgrading in place to " << (resp.binary.empty() ? "the binary on disk" : resp.binary)
+      << "\n";
+  out.flush();
+  // A minute, as mgmtd gives the new binary's check: loading the plugins is most of it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::string last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    try {
+      Connection again = Connection::open(host);
+      const auto info_type = mgmt::kInfoCommandType;
+      const auto g = again.client().call(info_type, mgmt::encode(mgmt::InfoRequest{}));
+      const auto info = expect_command<mgmt::InfoResponse>(again.client(), g, info_type);
+      if (info.err.empty() && info.upgrades > resp.upgrades) {
+        out << "upgraded: mgmtd " << info.version << ", pid " << info.pid << ", upgrade "
+            << info.upgrades << "\n";
+        return kExitOk;
+      }
+    } catch (const std::exception& e) {
+      last = e.what();  // not serving yet (the exec, the new program's start)
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  err << "mgmtctl: the new program did not answer within 60 s" << (last.empty() ? "" : ": " + last)
+      << '\n';
+  return kExitFailure;
+}
+
 int cmd_info(mgmt::Client& c, const Options& o, std::ostream& out, TimeZone tz) {
   const auto type = o.msg_type.value_or(mgmt::kInfoCommandType);
   const auto f = c.call(type, mgmt::encode(mgmt::InfoRequest{}));
@@ -258,6 +301,31 @@ std::int64_t since_to_unix_nanos(std::chrono::nanoseconds since) {
   return sn > 0 ? sn : 1;  // 0 would mean "no filter"; anything before 1970 is all of it
 }
 
+// A stream the server closed without its end: mgmtd upgrading in place (the socket stays
+// and the next program serves it within moments) or stopping (a socket it created is
+// removed first). Returns a connection to a server that answers on it again, waiting up to
+// a minute; nullopt when there is none.
+std::optional<Connection> reconnect(const HostSpec& host) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (host.kind == HostSpec::Kind::local && ::access(host.path.c_str(), F_OK) != 0) {
+      return std::nullopt;  // the server removed its socket: it has stopped
+    }
+    try {
+      // Answering a request proves it serves (a connection alone may only sit in the
+      // backlog of a socket nobody accepts on any more).
+      Connection probe = Connection::open(host);
+      const timeval patience{5, 0};
+      ::setsockopt(probe.client().fd(), SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
+      (void)probe.client().call(to_byte(MsgType::ListRequest), "");
+      return Connection::open(host);
+    } catch (const std::exception&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  return std::nullopt;
+}
+
 int cmd_logs(Connection& conn, const HostSpec& host, const Options& o, std::ostream& out,
              std::ostream& err) {
   mgmt::Client& c = conn.client();
@@ -284,7 +352,15 @@ int cmd_logs(Connection& conn, const HostSpec& host, const Options& o, std::ostr
     Connection second = Connection::open(host);
     int rc = 0;
     try {
-      rc = follow_both_streams(c, second.client(), req, out, err);  // follow.hpp
+      std::optional<Connection> reopened[2];  // after an in-place upgrade
+      rc = follow_both_streams(c, second.client(), req, out, err,  // follow.hpp
+                               [&](std::uint8_t s) -> mgmt::Client* {
+                                 auto next = reconnect(host);
+                                 if (!next) return nullptr;
+                                 reopened[s].reset();
+                                 reopened[s].emplace(std::move(*next));
+                                 return &reopened[s]->client();
+                               });
     } catch (const std::exception& e) {
       throw std::runtime_error(failure_text(second, e));
     }
@@ -294,8 +370,31 @@ int cmd_logs(Connection& conn, const HostSpec& host, const Options& o, std::ostr
   req.s = o.stream == Stream::err ? 1 : 0;
   req.f = true;
   c.send(to_byte(MsgType::LogsRequest), mgmt::encode(req));
-  while (auto f = c.receive()) {
-    const auto m = expect<mgmt::LogsStream>(c, *f, MsgType::LogsStream);
+  // The server's position after the last data received (its `pos` extension): where a
+  // follow resumes when the server closes the stream without its end (an in-place upgrade).
+  std::int64_t pos = -1;
+  std::optional<Connection> again;
+  mgmt::Client* cur = &c;
+  while (true) {
+    std::optional<mgmt::Frame> f;
+    try {
+      f = cur->receive();
+    } catch (const std::exception&) {
+      if (pos < 0) throw;
+    }
+    if (!f) {
+      if (pos < 0) break;  // a server that does not say where the stream is
+      auto next = reconnect(host);
+      if (!next) break;
+      again.reset();
+      again.emplace(std::move(*next));
+      cur = &again->client();
+      mgmt::LogsRequest resume = req;
+      resume.from = pos;
+      cur->send(to_byte(MsgType::LogsRequest), mgmt::encode(resume));
+      continue;
+    }
+    const auto m = expect<mgmt::LogsStream>(*cur, *f, MsgType::LogsStream);
     if (!m.err.empty()) throw ServerError(m.err);
     if (m.s > 1) {
       // A Go server's refusal of the stream: its data is the readable error.
@@ -305,15 +404,48 @@ int cmd_logs(Connection& conn, const HostSpec& host, const Options& o, std::ostr
       return kExitFailure;
     }
     write_data(sink(req.s), m.d);
+    if (m.pos >= 0) pos = m.pos;
     if (m.eof) break;
   }
   return kExitOk;
 }
 
-int cmd_events(mgmt::Client& c, const Options& o, std::ostream& out, TimeZone tz) {
-  c.send(to_byte(MsgType::EventsSubscribe), mgmt::encode(mgmt::EventsSubscribe{o.processes, o.types}));
-  while (auto f = c.receive()) {
-    const auto ev = expect<mgmt::EventsStream>(c, *f, MsgType::EventsStream);
+int cmd_events(Connection& conn, const HostSpec& host, const Options& o, std::ostream& out,
+               TimeZone tz) {
+  mgmt::EventsSubscribe sub{o.processes, o.types};
+  const std::int64_t subscribed_at = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count();
+  conn.client().send(to_byte(MsgType::EventsSubscribe), mgmt::encode(sub));
+  // The number of the last event received (the `n` extension): a subscription the server
+  // closes (an in-place upgrade) resumes after it, so nothing is repeated or lost; before
+  // any event it resumes with the events since it subscribed (`since`).
+  std::uint64_t last = 0;
+  bool numbered = true;  // until an event without a number says otherwise (a Go server)
+  std::optional<Connection> again;
+  mgmt::Client* cur = &conn.client();
+  while (true) {
+    std::optional<mgmt::Frame> f;
+    try {
+      f = cur->receive();
+    } catch (const std::exception&) {
+      if (!numbered) throw;
+    }
+    if (!f) {
+      if (!numbered) break;
+      auto next = reconnect(host);
+      if (!next) break;
+      again.reset();
+      again.emplace(std::move(*next));
+      cur = &again->client();
+      sub.after = last;
+      sub.since = last == 0 ? subscribed_at : 0;
+      cur->send(to_byte(MsgType::EventsSubscribe), mgmt::encode(sub));
+      continue;
+    }
+    const auto ev = expect<mgmt::EventsStream>(*cur, *f, MsgType::EventsStream);
+    if (ev.n > 0) last = ev.n;
+    numbered = ev.n > 0;
     out << (o.json ? format_event_json(ev) : format_event_line(ev, tz));
     out.flush();
   }
@@ -340,11 +472,12 @@ int run_on_host(const HostSpec& host, const Options& o, std::ostream& out, std::
         case Command::start:
         case Command::stop: rc = cmd_start_stop(conn, o, out, err); break;
         case Command::logs: rc = cmd_logs(conn, host, o, out, err); break;
-        case Command::events: rc = cmd_events(c, o, out, tz); break;
+        case Command::events: rc = cmd_events(conn, host, o, out, tz); break;
         case Command::restart: rc = cmd_restart(conn, o, out, err); break;
         case Command::signal: rc = cmd_signal(c, o, out); break;
         case Command::info: rc = cmd_info(c, o, out, tz); break;
         case Command::reload: rc = cmd_reload(c, o, out, err); break;
+        case Command::upgrade: rc = cmd_upgrade(conn, host, o, out, err); break;
         case Command::call: rc = cmd_call(c, o, out); break;
         case Command::metrics: rc = cmd_metrics(c, o, out); break;
         default:

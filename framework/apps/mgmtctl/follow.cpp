@@ -8,7 +8,8 @@
 namespace mgmtctl {
 
 int follow_both_streams(mgmt::Client& first, mgmt::Client& second, mgmt::LogsRequest req,
-                        std::ostream& out, std::ostream& err) {
+                        std::ostream& out, std::ostream& err,
+                        const std::function<mgmt::Client*(std::uint8_t s)>& reopen) {
   mgmt::Client* conns[2] = {&first, &second};
   req.f = true;
   for (std::uint8_t s = 0; s < 2; ++s) {
@@ -16,6 +17,7 @@ int follow_both_streams(mgmt::Client& first, mgmt::Client& second, mgmt::LogsReq
     conns[s]->send(mgmt::to_byte(mgmt::MsgType::LogsRequest), mgmt::encode(req));
   }
   bool open[2] = {true, true};
+  std::int64_t pos[2] = {-1, -1};  // where each stream resumes (see follow.hpp)
   bool reported = false;
   int rc = 0;
   while (open[0] || open[1]) {
@@ -34,9 +36,23 @@ int follow_both_streams(mgmt::Client& first, mgmt::Client& second, mgmt::LogsReq
     for (nfds_t i = 0; i < n; ++i) {
       if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
       const int s = which[i];
-      auto f = conns[s]->receive();  // one whole frame: the server writes frames whole
+      std::optional<mgmt::Frame> f;
+      try {
+        f = conns[s]->receive();  // one whole frame: the server writes frames whole
+      } catch (const std::exception&) {
+        if (pos[s] < 0) throw;
+      }
       if (!f) {
-        open[s] = false;
+        mgmt::Client* again = pos[s] >= 0 && reopen ? reopen(static_cast<std::uint8_t>(s)) : nullptr;
+        if (again == nullptr) {
+          open[s] = false;
+          continue;
+        }
+        conns[s] = again;
+        mgmt::LogsRequest resume = req;
+        resume.s = static_cast<std::uint8_t>(s);
+        resume.from = pos[s];
+        again->send(mgmt::to_byte(mgmt::MsgType::LogsRequest), mgmt::encode(resume));
         continue;
       }
       if (f->header.type != mgmt::to_byte(mgmt::MsgType::LogsStream)) {
@@ -73,6 +89,7 @@ int follow_both_streams(mgmt::Client& first, mgmt::Client& second, mgmt::LogsReq
       std::ostream& sink = s == 0 ? out : err;
       sink.write(m.d.data(), static_cast<std::streamsize>(m.d.size()));
       sink.flush();
+      if (m.pos >= 0) pos[s] = m.pos;
       if (m.eof) open[s] = false;
     }
   }

@@ -318,6 +318,10 @@ std::string format_info(const mgmt::InfoResponse& info, TimeZone tz) {
          "), pid " + std::to_string(info.pid) + "\n";
   out += "Started:  " + format_time(info.started_at, tz) + " (up " + format_uptime(info.uptime) +
          ")\n";
+  if (info.upgrades > 0) {  // upgraded in place: the running program started then
+    out += "Upgraded: " + format_time(info.upgraded_at, tz) + " (upgrade " +
+           std::to_string(info.upgrades) + ")\n";
+  }
   out += "Config:   " + info.config + "\n";
   out += "Plugins:\n";
   std::vector<std::vector<std::string>> rows{{"TYPE", "KIND", "NAME", "VERSION", "FILE"}};
@@ -336,6 +340,10 @@ std::string format_info_json(const mgmt::InfoResponse& info) {
   j["pid"] = info.pid;
   j["started_at"] = info.started_at;
   j["uptime"] = info.uptime;
+  if (info.upgrades > 0) {
+    j["upgraded_at"] = info.upgraded_at;
+    j["upgrades"] = info.upgrades;
+  }
   j["config"] = info.config;
   auto plugins = nlohmann::ordered_json::array();
   for (const auto& p : info.plugins) {

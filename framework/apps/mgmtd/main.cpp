@@ -7,10 +7,12 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "logging.hpp"  // [sidecar] --log-format
+#include "main_thread.hpp"
 #include "mgmt/log.hpp"
 #include "mgmt/plugin.hpp"
 #include "mgmt/server/server.hpp"
@@ -18,6 +20,7 @@
 #include "ready_file.hpp"  // [sidecar] --ready-file
 #include "runtime.hpp"
 #include "systemd_agent.hpp"
+#include "upgrade.hpp"
 
 namespace {
 
@@ -82,11 +85,28 @@ void report_fd_limit(const FdLimit& l, std::size_t max_connections, std::size_t 
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
+  // SIGUSR2 asks for an in-place upgrade once the server serves; until then (and while a
+  // new program starts after one) its default action would kill mgmtd and every child.
+  std::signal(SIGUSR2, SIG_IGN);
   // Before anything can fork: the service manager's variables are mgmtd's alone.
   const mgmt::daemon::Notifier notifier;
+  // Started by an in-place upgrade: the previous program's state, socket and children.
+  std::optional<mgmt::daemon::UpgradeImage> image;
+  try {
+    image = mgmt::daemon::take_upgrade_image();
+  } catch (const std::exception& e) {
+    std::cerr << "mgmtd: in-place upgrade: " << e.what() << "\n";
+    return 1;
+  }
   std::string activation_note;
-  std::optional<int> listen_fd = mgmt::daemon::take_listen_fd(activation_note);
+  std::optional<int> listen_fd =
+      image ? std::optional<int>(image->listen_fd) : mgmt::daemon::take_listen_fd(activation_note);
+  if (listen_fd && *listen_fd < 0) listen_fd.reset();
+  // Recorded now: a package upgrade may replace (and so delete) the file later.
+  const std::string self_binary = mgmt::daemon::upgrade_binary();
   const FdLimit fd_limit = raise_fd_limit();
+  // The thread that forks every child (see main_thread.hpp): this one.
+  mgmt::daemon::MainThreadJobs main_jobs;
 
   mgmt::daemon::Options opts;
   try {
@@ -106,10 +126,13 @@ int main(int argc, char** argv) {
 
   auto log = mgmt::daemon::make_logger(opts.log_format);  // [sidecar] text on stderr, or JSON lines
 
-  mgmt::daemon::Runtime runtime({opts.config, builtin_plugin_dir(), opts.socket, opts.log_level},
+  mgmt::daemon::Runtime runtime({opts.config, builtin_plugin_dir(), opts.socket, opts.log_level,
+                                 [&main_jobs](const std::function<void()>& job) {
+                                   return main_jobs.run(job);
+                                 }},
                                 log);
   try {
-    runtime.load();
+    runtime.load(image ? &*image : nullptr);
   } catch (const std::exception& e) {  // ConfigError, PluginError: already say where and why
     std::cerr << "mgmtd: " << e.what() << "\n";
     return 2;
@@ -120,6 +143,10 @@ int main(int argc, char** argv) {
     std::cout << cfg.file << ": OK\n";
     std::cout << "  socket: " << cfg.socket_path << "\n";
     for (const auto& line : runtime.summary()) std::cout << "  " << line << "\n";
+    // What a running mgmtd checks before it hands over to this binary (upgrade.hpp).
+    std::cout << "  plugin ABI: " << mgmt::kAbiVersion << "\n";
+    std::cout << "  upgrade image: " << mgmt::daemon::kUpgradeImageVersion << "\n";
+    std::cout << "  backend handoff: " << runtime.backend().handoff_version() << "\n";
     return 0;
   }
 
@@ -128,22 +155,67 @@ int main(int argc, char** argv) {
   if (!activation_note.empty()) mgmt::log::warn(*log, "{}", activation_note);
   report_fd_limit(fd_limit, cfg.limits.max_connections, runtime.backend().list().size(), *log);
   {
+    // A socket created by mgmtd stays its own across upgrades (removed at shutdown); one
+    // from socket activation never is.
+    const bool socket_owned = image ? image->listen_owned : !listen_fd.has_value();
     mgmt::ServerOptions so{cfg.socket_path, cfg.write_hint, cfg.limits, cfg.access, cfg.streams,
-                           listen_fd};
+                           listen_fd, image && image->listen_owned};
     mgmt::Server server(so, runtime.dispatcher(), runtime.backend(), log);
     runtime.attach(server);
+    if (image) server.restore_stats(image->stats);  // the counts go on
     mgmt::daemon::SystemdAgent systemd(notifier, server, runtime, log);
+    mgmt::daemon::Upgrader upgrader(server, runtime, notifier, log, self_binary,
+                                    std::vector<std::string>(argv + 1, argv + argc), socket_owned);
+    runtime.info().binary = self_binary;
+    runtime.info().upgrade = [&upgrader](std::function<void(const std::string&)> done) {
+      upgrader.request(std::move(done));
+    };
+    server.on_upgrade([&upgrader, &log] {
+      upgrader.request([&log](const std::string& err) {
+        if (err.empty()) mgmt::log::info(*log, "SIGUSR2: handing over");
+      });
+    });
+    bool serving = false;
     try {
       server.listen();
-      runtime.backend().start_all();
-      ready.mark(cfg.socket_path);  // [sidecar] --ready-file: listening, processes started
-      systemd.ready();              // READY=1 under systemd (Type=notify)
-      mgmt::log::info(*log, "mgmtd {} ready ({} plugins loaded, pid {})", MGMTD_VERSION,
-                      runtime.summary().size(), ::getpid());
-      server.run();
+      if (image) {
+        if (std::string err = runtime.adopt(*image); !err.empty()) {
+          throw std::runtime_error("in-place upgrade: cannot adopt the processes: " + err);
+        }
+      } else {
+        runtime.backend().start_all();
+      }
+      serving = true;
     } catch (const std::exception& e) {
       mgmt::log::error(*log, "{}", e.what());
       rc = 1;
+    }
+    if (serving) {
+      // The server runs on a thread of its own; this one forks the children (main_jobs)
+      // until the server is done. Nothing here may take the backend's lock from now on:
+      // its supervisor may hold it while it waits for a fork on this thread.
+      std::thread io([&] {
+        server.post([&] {
+          ready.mark(cfg.socket_path);  // [sidecar] --ready-file: listening, processes started
+          systemd.ready();              // READY=1 under systemd (Type=notify)
+          mgmt::log::info(*log, "mgmtd {} ready ({} plugins loaded, pid {}{})", MGMTD_VERSION,
+                          runtime.summary().size(), ::getpid(),
+                          image ? ", upgrade " + std::to_string(image->upgrades) : std::string());
+        });
+        try {
+          server.run();
+        } catch (const std::exception& e) {
+          mgmt::log::error(*log, "{}", e.what());
+          rc = 1;
+        }
+        main_jobs.close();
+      });
+      main_jobs.serve();
+      io.join();
+      if (upgrader.pending()) {
+        upgrader.exec();  // returns only when no program could be executed
+        return 1;
+      }
     }
   }
   // Objects before the libraries that made them: the server (its sessions and any handler

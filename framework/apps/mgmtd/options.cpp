@@ -13,6 +13,8 @@ const char* usage() {
          "\n"
          "  -c, --config FILE    configuration (default /etc/mgmtd/mgmt.yaml)\n"
          "      --check          validate the configuration and load every plugin, then exit\n"
+         "                       (also prints what an in-place upgrade checks: plugin ABI,\n"
+         "                       upgrade image and backend handoff versions)\n"
          "      --socket PATH    listen on PATH instead of the configured socket\n"
          "      --log-level L    trace, debug, info, warn, error or off\n"
          "      --log-format F   text (stderr, the default) or json (one object per line on\n"
@@ -23,7 +25,9 @@ const char* usage() {
          "  -h, --help           this text\n"
          "\n"
          "Signals: SIGINT/SIGTERM stop the processes (each with its stop timeout) and exit 0;\n"
-         "SIGHUP reloads the configuration. As PID 1 (a container) mgmtd also reaps orphans.\n";
+         "SIGHUP reloads the configuration; SIGUSR2 upgrades in place (execs the mgmtd binary\n"
+         "on disk with the same pid; the processes keep running). As PID 1 (a container) mgmtd\n"
+         "also reaps orphans.\n";
 }
 
 Options parse_options(const std::vector<std::string>& args) {

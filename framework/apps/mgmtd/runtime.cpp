@@ -3,12 +3,18 @@
 #include <malloc.h>
 
 #include <chrono>
+#include <atomic>
+#include <deque>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "mgmt/handler_support.hpp"  // rfc3339
 #include "mgmt/log.hpp"
 #include "mgmt/server/plugin_loader.hpp"
+#include "upgrade.hpp"
 
 namespace fs = std::filesystem;
 
@@ -22,7 +28,77 @@ std::string describe(const std::string& role, const PluginHandle& h) {
 
 bool is_command(std::uint8_t type) { return type >= kFirstCommandType && type <= kLastCommandType; }
 
+// A backend `config:` as YAML text: what an in-place upgrade hands the next program, and
+// what tells it whether the file has changed since.
+std::string yaml_text(const YAML::Node& n) {
+  if (!n.IsDefined() || n.IsNull()) return {};
+  YAML::Emitter out;
+  out << n;
+  return out.c_str();
+}
+
+
 }  // namespace
+
+// The last events the backend published, numbered, and the subscribers that get them with
+// their numbers (ServerInfo::subscribe_events): a subscriber that reconnects (after an
+// in-place upgrade, which hands the journal over) asks for those after the last it got.
+struct Runtime::Journal : std::enable_shared_from_this<Journal> {
+  using Callback = std::function<void(const Event&, std::uint64_t)>;
+  static constexpr std::size_t kKeep = 256;
+  mutable std::mutex mu;
+  std::uint64_t next = 1;
+  std::deque<JournalEvent> events;
+  std::map<std::uint64_t, std::shared_ptr<Callback>> subs;
+  std::uint64_t next_key = 1;
+  // The thread inside record(), so that a callback may unsubscribe without taking the lock
+  // that thread holds (as the process backend's Broadcaster allows).
+  std::atomic<std::thread::id> publisher{};
+
+  // On the backend's thread that publishes, in its order.
+  void record(const Event& e) {
+    std::lock_guard lock(mu);
+    const std::uint64_t n = next++;
+    events.push_back({n, e});
+    if (events.size() > kKeep) events.pop_front();
+    publisher.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    for (auto it = subs.begin(); it != subs.end();) {
+      const std::uint64_t key = it->first;
+      const std::shared_ptr<Callback> cb = it->second;
+      (*cb)(e, n);
+      it = subs.upper_bound(key);
+    }
+    publisher.store(std::thread::id(), std::memory_order_relaxed);
+  }
+
+  class Token final : public Subscription {
+   public:
+    Token(std::shared_ptr<Journal> j, std::uint64_t key) : j_(std::move(j)), key_(key) {}
+    ~Token() override {
+      if (j_->publisher.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+        j_->subs.erase(key_);
+        return;
+      }
+      std::lock_guard lock(j_->mu);
+      j_->subs.erase(key_);
+    }
+
+   private:
+    std::shared_ptr<Journal> j_;
+    std::uint64_t key_;
+  };
+
+  // The kept events after `after`, then the new ones: one cut, nothing lost or repeated.
+  std::unique_ptr<Subscription> subscribe(std::uint64_t after, std::int64_t since, Callback cb) {
+    std::lock_guard lock(mu);
+    for (const auto& je : events) {
+      if (after > 0 ? je.seq > after : since > 0 && je.event.ts >= since) cb(je.event, je.seq);
+    }
+    const std::uint64_t key = next_key++;
+    subs.emplace(key, std::make_shared<Callback>(std::move(cb)));
+    return std::make_unique<Token>(shared_from_this(), key);
+  }
+};
 
 Runtime::Runtime(RuntimeOptions opts, std::shared_ptr<spdlog::logger> log)
     : opts_(std::move(opts)), log_(std::move(log)) {}
@@ -36,7 +112,7 @@ std::string Runtime::slot_key(const std::string& path, const PluginRef& ref) {
          (ref.right ? right_name(*ref.right) : "default") + "\n" + config.c_str();
 }
 
-void Runtime::load() {
+void Runtime::load(const UpgradeImage* image) {
   cfg_ = load_config(opts_.config_file, opts_.builtin_plugin_dir);
   if (opts_.socket) cfg_.socket_path = fs::absolute(*opts_.socket).string();
   log_->set_level(spdlog::level::from_str(opts_.log_level.value_or(cfg_.log_level)));
@@ -46,18 +122,41 @@ void Runtime::load() {
   info_->started_at = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
+  info_->upgraded_at = info_->started_at;
   info_->config_file = fs::absolute(cfg_.file).string();
 
   {
     const auto bh = loader.load(cfg_.backend, PluginKind::backend);
     PluginEnv benv;
     benv.config = cfg_.backend.config;
+    benv.on_main_thread = opts_.on_main_thread;
+    backend_text_ = yaml_text(cfg_.backend.config);
+    if (image) {
+      // The processes keep the definitions they run with; the file's are applied after
+      // adopt(), like a reload.
+      if (image->backend_config != backend_text_) pending_backend_config_ = cfg_.backend.config;
+      benv.config = image->backend_config.empty() ? YAML::Node() : YAML::Load(image->backend_config);
+      backend_text_ = image->backend_config;
+      info_->started_at = image->started_at;
+      info_->upgrades = image->upgrades;
+    }
     benv.config_file = cfg_.file;
     benv.log = log_->clone(bh.info->name);
     benv.server = info_.get();
     info_->plugins.push_back({0, bh.info->name, bh.info->kind, bh.version.str(), bh.path});
     backend_ = loader.make_backend(bh, cfg_.backend, benv);
     backend_path_ = bh.path;
+    journal_ = std::make_shared<Journal>();
+    if (image) {
+      journal_->next = image->next_event;
+      journal_->events.assign(image->events.begin(), image->events.end());
+    }
+    journal_sub_ = backend_->subscribe_events(
+        [j = journal_](const Event& e) { j->record(e); });
+    info_->subscribe_events = [j = journal_](std::uint64_t after, std::int64_t since,
+                                             std::function<void(const Event&, std::uint64_t)> cb) {
+      return j->subscribe(after, since, std::move(cb));
+    };
     summary_.push_back(describe("backend", bh));
   }  // benv's node goes here, before drop_plugin_configs()
 
@@ -71,6 +170,35 @@ void Runtime::load() {
     summary_.push_back(describe(type_hex(type), hh));
   }
   drop_plugin_configs(cfg_);
+}
+
+std::string Runtime::adopt(const UpgradeImage& image) {
+  if (std::string err = backend_->adopt(image.backend); !err.empty()) return err;
+  mgmt::log::info(*log_, "upgrade {}: took over from mgmtd {} (running since {})",
+                  image.upgrades, image.from_version, mgmt::rfc3339(image.started_at));
+  if (pending_backend_config_) {
+    // Changed in the file since the previous program last read it: applied like a reload.
+    const std::string text = yaml_text(*pending_backend_config_);
+    if (std::string err = backend_->reconfigure(*pending_backend_config_, cfg_.file); !err.empty()) {
+      mgmt::log::error(*log_,
+                       "the backend configuration of {} changed, and cannot be applied: {}; the "
+                       "processes keep the one they ran with",
+                       cfg_.file, err);
+    } else {
+      backend_text_ = text;
+      mgmt::log::info(*log_, "applied the backend configuration of {}, changed since it was last read",
+                      cfg_.file);
+    }
+    pending_backend_config_.reset();
+  }
+  return {};
+}
+
+void Runtime::journal_snapshot(std::uint64_t& next, std::vector<JournalEvent>& events) const {
+  if (!journal_) return;
+  std::lock_guard lock(journal_->mu);
+  next = journal_->next;
+  events.assign(journal_->events.begin(), journal_->events.end());
 }
 
 // What a handler or command plugin is created with.
@@ -90,6 +218,7 @@ PluginEnv Runtime::handler_env(const PluginRef& ref, const std::string& file,
 // whole document alive (about 5 KiB per process entry), hence they go.
 void Runtime::drop_plugin_configs(ServerConfig& cfg) {
   // reset() rebinds; assigning an empty Node would rewrite the node in place instead.
+  // (A file's backend configuration that adopt() still has to apply is held apart.)
   cfg.backend.config.reset();
   for (auto& [type, ref] : cfg.handlers) ref.config.reset();
   // What parsing and loading freed goes back to the system rather than staying resident
@@ -167,6 +296,7 @@ std::string Runtime::reload() {
   if (std::string err = backend_->reconfigure(next.backend.config, next.file); !err.empty()) {
     return refuse(err);
   }
+  backend_text_ = yaml_text(next.backend.config);
 
   // Commit.
   const std::size_t dropped = slot_keys_.size() - static_cast<std::size_t>(kept);
@@ -192,6 +322,7 @@ void Runtime::release() {
   // Handlers hold a pointer to the backend: they go first.
   if (dispatcher_) dispatcher_->clear();
   dispatcher_.reset();
+  journal_sub_.reset();
   backend_.reset();
 }
 

@@ -26,7 +26,12 @@ struct RuntimeOptions {
   std::string builtin_plugin_dir;
   std::optional<std::string> socket;     // overrides server.socket
   std::optional<std::string> log_level;  // overrides log.level
+  // PluginEnv::on_main_thread for the backend (see main_thread.hpp).
+  std::function<bool(const std::function<void()>&)> on_main_thread;
 };
+
+struct UpgradeImage;
+struct JournalEvent;
 
 class Runtime {
  public:
@@ -34,7 +39,17 @@ class Runtime {
   ~Runtime();
 
   // Reads the configuration and loads every plugin. Throws ConfigError or PluginError.
-  void load();
+  // With `image` (an in-place upgrade), the backend is created from the `config:` its
+  // processes ran with in the previous program; adopt() then takes them over.
+  void load(const UpgradeImage* image = nullptr);
+  // In-place upgrade, in the new program before it serves: the backend adopts the image's
+  // state, then takes the file's backend configuration like a reload when it differs.
+  // Returns "" or why the processes could not be adopted.
+  std::string adopt(const UpgradeImage& image);
+  // The backend `config:` the processes run with, as YAML (for the next program).
+  const std::string& backend_config_text() const { return backend_text_; }
+  // The recent events, for the next program.
+  void journal_snapshot(std::uint64_t& next, std::vector<JournalEvent>& events) const;
 
   const ServerConfig& config() const { return cfg_; }
   std::shared_ptr<const Dispatcher> dispatcher() const { return dispatcher_; }
@@ -71,6 +86,11 @@ class Runtime {
   // stable.
   std::unique_ptr<ServerInfo> info_ = std::make_unique<ServerInfo>();
   std::string backend_path_;
+  std::string backend_text_;        // see backend_config_text()
+  std::optional<YAML::Node> pending_backend_config_;  // the file's, when adopt() must apply it
+  struct Journal;
+  std::shared_ptr<Journal> journal_;
+  std::unique_ptr<Subscription> journal_sub_;
   std::shared_ptr<Backend> backend_;
   std::shared_ptr<Dispatcher> dispatcher_;
   std::map<std::uint8_t, std::string> slot_keys_;

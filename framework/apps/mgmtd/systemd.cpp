@@ -38,6 +38,7 @@ Notifier::Notifier() {
   // A watchdog asked of another process (our parent's, say) is not ours to keep.
   if (wd_usec && *wd_usec > 0 && (!wd_pid || *wd_pid == ::getpid())) {
     watchdog_ = std::chrono::microseconds(*wd_usec / 2);
+    watchdog_usec_ = *wd_usec;
   }
   // An absolute path, or '@' for the abstract namespace; anything else is not a socket
   // this protocol knows (systemd also allows vsock, which a supervisor has no use for).
@@ -50,6 +51,17 @@ Notifier::Notifier() {
 
 Notifier::~Notifier() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+std::vector<std::string> Notifier::environment() const {
+  std::vector<std::string> env;
+  if (address_.empty()) return env;
+  env.push_back("NOTIFY_SOCKET=" + address_);
+  if (watchdog_) {
+    env.push_back("WATCHDOG_USEC=" + std::to_string(watchdog_usec_));
+    env.push_back("WATCHDOG_PID=" + std::to_string(::getpid()));
+  }
+  return env;
 }
 
 std::string Notifier::send(std::string_view message) const {

@@ -31,10 +31,15 @@ class Notifier {
   std::optional<std::chrono::microseconds> watchdog_interval() const { return watchdog_; }
   // The notify socket's address as given (for messages).
   const std::string& address() const { return address_; }
+  // The variables read at start-up, for a program that replaces this one with the same pid
+  // (an in-place upgrade): NOTIFY_SOCKET, and WATCHDOG_USEC with WATCHDOG_PID when the
+  // watchdog is ours. Empty without a notify socket.
+  std::vector<std::string> environment() const;
 
  private:
   int fd_ = -1;
   std::string address_;
+  long long watchdog_usec_ = 0;
   std::optional<std::chrono::microseconds> watchdog_;
 };
 

@@ -38,6 +38,9 @@ struct LogQuery {
   LogStream stream = LogStream::out;
   std::int64_t since_ns = 0;  // keep chunks that arrived at or after this time; 0 = all
   std::int64_t last_lines = 0;  // keep only the last N lines; 0 = all
+  // A follow that resumes (ABI 3): the snapshot is the stream from this position on (what
+  // the ring still holds of it) and the filters above are ignored; -1 = not resuming.
+  std::int64_t from = -1;
 };
 
 // Outcome of start/stop: an error text ("" on success) and the entry after the operation.
@@ -60,6 +63,16 @@ struct FollowResult {
   std::string err;  // "" on success
   std::string snapshot;
   std::unique_ptr<Subscription> subscription;
+  // The stream position (bytes written to the stream, ever) at the end of the snapshot: each
+  // chunk delivered afterwards continues it (ABI 3). -1 when the backend does not count.
+  std::int64_t position = -1;
+};
+
+// What a backend hands over to the next program in an in-place upgrade (see handoff()).
+struct Handoff {
+  std::uint32_t version = 0;  // handoff_version() of the backend that wrote it
+  std::string state;          // the backend's own format
+  std::vector<int> fds;       // kept open across the exec
 };
 
 class Backend {
@@ -118,6 +131,36 @@ class Backend {
   // before. 0 means "unknown": the reply is rebuilt for every request, which is what the
   // default does. Must be cheap: it is called on every list request.
   virtual std::uint64_t list_version() { return 0; }
+
+  // ---- In-place upgrade (ABI 3) -------------------------------------------------------
+  // mgmtd replaces its own program (execve, same pid) without stopping the processes: the
+  // running backend hands its state over, the next program's backend adopts it instead of
+  // start_all(). Children must survive the exec, so a backend that forks them does so
+  // through PluginEnv::on_main_thread (the thread that calls execve: see plugin.hpp).
+  //
+  // The version of the state this backend writes with handoff(); adopt() reads every
+  // version from 1 up to it. 0 (the default) means "cannot hand over": mgmtd then refuses
+  // the upgrade instead of losing the processes.
+  virtual std::uint32_t handoff_version() { return 0; }
+  // Called on the I/O thread once the new program has passed its check. Either refuses
+  // (returns why, changes nothing, keeps running as before), or freezes the backend for
+  // the exec and returns "": its threads are stopped without touching the processes, no
+  // callback runs any more, `out` holds the state (opaque to mgmtd) and the descriptors to
+  // keep open across the exec (the state names them by number: numbers do not change).
+  // Waiters of operations under way are answered with an error. A frozen backend is never
+  // called again, not even its destructor: the exec follows (should it fail, mgmtd execs
+  // itself as it is, which adopts the same state).
+  virtual std::string handoff(Handoff& /*out*/) {
+    return "this backend cannot hand its processes over to a new program";
+  }
+  // In the new program, on the main thread, after the backend was created from the
+  // `config:` it ran with before the exec and before the server serves: takes over what
+  // handoff() gave (`fds` are open, not close-on-exec: set it), so that what it shows and
+  // does continues as if there had been no exec. Returns "" or why it cannot (mgmtd then
+  // exits: the processes are lost, so a check before the exec must make this unlikely).
+  virtual std::string adopt(const Handoff& /*in*/) {
+    return "this backend cannot adopt processes from another program";
+  }
 };
 
 }  // namespace mgmt

@@ -31,6 +31,7 @@ inline constexpr std::uint8_t kRestartCommandType = 0xAA;
 inline constexpr std::uint8_t kSignalCommandType = 0xAB;
 inline constexpr std::uint8_t kInfoCommandType = 0xAC;
 inline constexpr std::uint8_t kReloadCommandType = 0xAD;
+inline constexpr std::uint8_t kUpgradeCommandType = 0xAF;
 
 // restart: stops the process (waiting out its stop timeout), then starts it. A process that
 // is not running is simply started. Request {`id`: str}; answer {`entry`: Entry after the
@@ -65,15 +66,32 @@ struct InfoResponse {
   std::string config;         // `config`: path of mgmt.yaml
   std::vector<PluginReport> plugins;  // `plugins`: backend first, then by type
   std::string err;            // `err`
+  // In-place upgrades (see the `upgrade` command): when the running program took over
+  // (= started_at before any), and how many programs have taken over since started_at.
+  std::int64_t upgraded_at = 0;  // `upgraded_at`: unix nanos
+  std::uint32_t upgrades = 0;    // `upgrades`
+};
+
+// upgrade: checks the mgmtd binary on disk (`--check` of the running configuration, a
+// compatible plugin ABI, state image and backend handoff) and execs it in place: same pid,
+// the processes keep running. Request: an empty map. Answer {`err`, `binary`: the program
+// that takes over, `upgrades`: the count before this one}; sent before the handover, after
+// which the connection closes. A client waits for `info` to report a higher count.
+struct UpgradeResponse {
+  std::string binary;          // `binary`
+  std::uint32_t upgrades = 0;  // `upgrades`
+  std::string err;             // `err`
 };
 
 std::string encode(const SignalRequest& m);
 std::string encode(const InfoRequest& m);
 std::string encode(const InfoResponse& m);
+std::string encode(const UpgradeResponse& m);
 // Empty on success, else what was wrong (see messages.hpp).
 std::string decode(std::string_view payload, SignalRequest& out);
 std::string decode(std::string_view payload, InfoRequest& out);
 std::string decode(std::string_view payload, InfoResponse& out);
+std::string decode(std::string_view payload, UpgradeResponse& out);
 
 // {`err`: err}: the smallest valid answer of a command, for failures.
 std::string command_error(std::string_view err);

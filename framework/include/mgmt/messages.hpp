@@ -86,6 +86,9 @@ struct LogsRequest {
   bool f = false;          // follow
   std::int64_t sn = 0;     // since, unix nanos; 0 = all
   std::int64_t ln = 0;     // last N lines; 0 = all
+  // Extension `from` (sent only when >= 0): resume a follow at this stream position (the
+  // `pos` of the last frame received) instead of sn/ln; see docs/protocol.md.
+  std::int64_t from = -1;
 };
 struct LogsStream {
   std::string id;
@@ -95,16 +98,29 @@ struct LogsStream {
   // Extension: set (with eof, and the same text in `d` for Go clients) when the request
   // failed, so our clients can tell an error from log data. Sent only when non-empty.
   std::string err;
+  // Extension `pos` (sent only when >= 0): the stream position (bytes the process has
+  // written to this stream since it was first started) at the end of `d`.
+  std::int64_t pos = -1;
 };
 struct EventsSubscribe {
   std::vector<std::string> pids;   // empty = all
   std::vector<std::string> types;  // empty = all
+  // Extension `after` (sent only when > 0): first replay the recent events numbered after
+  // it (the `n` of the last event received), for a subscriber that reconnects.
+  std::uint64_t after = 0;
+  // Extension `since` (unix nanos, sent only when > 0 and `after` is 0): first replay the
+  // recent events of that time or later, for a subscriber that reconnects before it has
+  // received any event (the time it first subscribed).
+  std::int64_t since = 0;
 };
 struct EventsStream {
   std::string pid;
   std::string t;
   std::int64_t ts = 0;
   std::string sum;
+  // Extension `n` (sent only when > 0): the event's number, one more for each event the
+  // server publishes, kept across in-place upgrades.
+  std::uint64_t n = 0;
 };
 
 std::string encode(const ListResponse& m);

@@ -1,6 +1,6 @@
 // The plugin contract: how a shared object tells mgmtd what it is and how to create it.
 //
-// Plugin ABI (kAbiVersion below, currently 2)
+// Plugin ABI (kAbiVersion below, currently 3)
 // -------------------------------------------
 // mgmtd and its plugins share C++ types across the shared-object boundary: the classes
 // Backend, Handler and Exchange (their virtual tables), and the structs PluginInfo,
@@ -10,7 +10,9 @@
 // struct only the server creates (PluginEnv, ServerInfo), a virtual function added,
 // reordered or removed, a changed signature. A server refuses a plugin built for another
 // number ("was built for plugin ABI N, this mgmtd loads ABI M"). New free functions and
-// new headers do not bump it. (2: Backend::list_version and Exchange::push_parts.) Both sides must also use the same C++ standard library
+// new headers do not bump it. (2: Backend::list_version and Exchange::push_parts. 3: the
+// in-place upgrade: Backend::handoff_version/handoff/adopt, the Handoff struct,
+// PluginEnv::on_main_thread, ServerInfo::upgraded_at/upgrades/upgrade.) Both sides must also use the same C++ standard library
 // (libstdc++ on Debian): std::string, std::vector, std::function and std::shared_ptr cross
 // the boundary.
 //
@@ -63,7 +65,7 @@ namespace mgmt {
 
 // The plugin ABI this header describes (see the top of this file for what bumps it).
 // CMake reads this line to set MGMT_ABI_VERSION: keep it on one line.
-inline constexpr std::uint32_t kAbiVersion = 2;
+inline constexpr std::uint32_t kAbiVersion = 3;
 
 enum class PluginKind : std::uint32_t { handler = 1, backend = 2, command = 3 };
 
@@ -98,6 +100,26 @@ struct ServerInfo {
   // why nothing was changed. Call it on the I/O thread (from Handler::handle). Empty when
   // the host cannot reload.
   std::function<std::string()> reload;
+  // In-place upgrade (appended in ABI 3). started_at stays the first program's start; this
+  // is when the running program took over (= started_at before any upgrade).
+  std::int64_t upgraded_at = 0;       // unix nanos
+  std::uint32_t upgrades = 0;         // programs that took over since started_at
+  std::string binary;                 // the mgmtd binary an upgrade checks and execs
+  // Checks the binary on disk and, if it can take over, hands over to it (the stock
+  // `upgrade` command). `done` runs on the I/O thread with "" (the handover begins: the
+  // connection is closed soon after) or why nothing changed. Call it on the I/O thread.
+  // Empty when the host cannot upgrade in place.
+  std::function<void(std::function<void(const std::string& err)> done)> upgrade;
+  // The backend's events, numbered (the stock events handler): first those the server still
+  // keeps (the last few hundred) numbered after `after`, or when `after` is 0 of time
+  // `since_ns` or later (none when both are 0), then every new one, in order; the numbers
+  // continue across in-place upgrades. Callbacks run on the backend's threads under the
+  // journal's lock: they must only queue. Empty when the host keeps no journal (subscribe
+  // to the backend instead).
+  std::function<std::unique_ptr<Subscription>(
+      std::uint64_t after, std::int64_t since_ns,
+      std::function<void(const Event&, std::uint64_t n)> on_event)>
+      subscribe_events;
 };
 
 // What a plugin receives when it is created.
@@ -109,6 +131,14 @@ struct PluginEnv {
   // The server, valid for the plugin's whole life (null only when a host other than mgmtd
   // creates the plugin, e.g. a unit test).
   const ServerInfo* server = nullptr;
+  // Runs `job` on mgmtd's main thread and returns once it has run (true), or returns false
+  // without running it when that thread takes no more jobs (mgmtd is exiting). Empty when
+  // the host has no such thread (a unit test). A backend forks its children through it:
+  // PR_SET_PDEATHSIG follows the forking thread, and an in-place upgrade execs on the main
+  // thread, which is the only one to survive execve; children forked by any other thread
+  // would get their parent-death signal. Never call it from the main thread while holding
+  // a lock that thread may need.
+  std::function<bool(const std::function<void()>& job)> on_main_thread;
 };
 
 const char* kind_name(PluginKind k) noexcept;

@@ -54,6 +54,28 @@ class ServerStats {
     sum_us_.fetch_add(micros, std::memory_order_relaxed);
   }
 
+  // In-place upgrade: the next program continues the counts of the one it replaces (every
+  // connection was closed for the exec, so none is open).
+  void restore(const StatsSnapshot& s) noexcept {
+    total_.store(s.connections_total, std::memory_order_relaxed);
+    refused_.store(s.connections_refused, std::memory_order_relaxed);
+    slow_.store(s.slow_readers_dropped, std::memory_order_relaxed);
+    timeouts_.store(s.timeouts, std::memory_order_relaxed);
+    denied_.store(s.denied, std::memory_order_relaxed);
+    bad_frames_.store(s.bad_frames, std::memory_order_relaxed);
+    spilled_.store(s.frames_spilled, std::memory_order_relaxed);
+    dropped_.store(s.frames_dropped, std::memory_order_relaxed);
+    stalls_.store(s.stalls, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < requests_.size(); ++i) {
+      requests_[i].store(s.requests[i], std::memory_order_relaxed);
+    }
+    for (std::size_t i = 0; i < buckets_.size(); ++i) {
+      buckets_[i].store(s.latency_buckets[i], std::memory_order_relaxed);
+    }
+    count_.store(s.latency_count, std::memory_order_relaxed);
+    sum_us_.store(s.latency_sum_us, std::memory_order_relaxed);
+  }
+
   StatsSnapshot snapshot() const noexcept {
     StatsSnapshot s;
     s.connections_open = open_.load(std::memory_order_relaxed);

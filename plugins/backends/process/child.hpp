@@ -96,6 +96,20 @@ class Child {
   // waitpid(pid, WNOHANG): nullopt while it is still running.
   std::optional<ExitStatus> try_reap();
 
+  // In-place upgrade (handoff.cpp): what this child is made of, to rebuild it in the next
+  // program. The descriptors stay open across the exec (same numbers).
+  struct Handover {
+    pid_t pid = 0;
+    std::uint64_t start_time = 0;
+    int pidfd = -1, out = -1, err = -1, status = -1;
+    bool own_session = false;
+    std::string path, work_dir, oom_score_adj, user, group;
+    std::optional<int> nice;
+  };
+  Handover handover() const;
+  // Takes ownership of the descriptors.
+  static Child adopt(const Handover& h);
+
  private:
   Child() = default;
 

@@ -15,6 +15,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace mgmt::process {
 
@@ -48,6 +50,21 @@ class LogRing {
   void mark_read() noexcept { read_upto_ = end_; }
   // Bytes dropped, ever, that no client had seen (see mark_read()).
   std::uint64_t unread_dropped() const noexcept { return unread_dropped_; }
+
+  // In-place upgrade (handoff.cpp): the chunks, with their times and the stream offsets, so
+  // that the next program's ring holds the same output at the same positions.
+  struct Saved {
+    std::uint64_t begin = 0, end = 0, read_upto = 0, unread_dropped = 0;
+    std::vector<std::pair<std::int64_t, std::string>> chunks;  // (ts_ns, bytes), oldest first
+  };
+  Saved save() const;
+  // The stream position at the end of what is stored (bytes appended, ever).
+  std::uint64_t end_offset() const noexcept { return end_; }
+  // The stored bytes from stream position `from` on (from the oldest stored when `from` is
+  // older than that; nothing when it is at or past the end).
+  std::string from(std::uint64_t from) const;
+  // Replaces the contents (the capacity stays; what does not fit is dropped, oldest first).
+  void restore(Saved saved);
 
  private:
   struct Chunk {

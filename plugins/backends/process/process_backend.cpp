@@ -109,7 +109,10 @@ void run(Completions& done) {
 }  // namespace
 
 ProcessBackend::ProcessBackend(const PluginEnv& env)
-    : ProcessBackend(parse_backend_config(env.config, env.config_file), env.log) {}
+    : ProcessBackend(parse_backend_config(env.config, env.config_file), env.log) {
+  std::lock_guard lock(mu_);  // the supervisor thread runs already
+  fork_on_main_ = env.on_main_thread;
+}
 
 ProcessBackend::ProcessBackend(BackendConfig config, std::shared_ptr<spdlog::logger> log)
     : log_(std::move(log)),
@@ -152,7 +155,7 @@ void ProcessBackend::start_all() {
 
 void ProcessBackend::shutdown() {
   std::lock_guard once(shutdown_mu_);
-  if (shut_down_) return;
+  if (shut_down_ || handed_off_) return;  // handed off: the next program owns the children
   Completions done;
   {
     std::unique_lock lock(mu_);
@@ -381,7 +384,9 @@ FollowResult ProcessBackend::follow_logs(const LogQuery& q,
   // Chunks are appended and published under mu_, so snapshot and subscription see a
   // single cut of the stream.
   const int s = stream_index(q.stream);
-  r.snapshot = p->logs[s].query(q.since_ns, q.last_lines);
+  r.snapshot = q.from >= 0 ? p->logs[s].from(static_cast<std::uint64_t>(q.from))
+                           : p->logs[s].query(q.since_ns, q.last_lines);
+  r.position = static_cast<std::int64_t>(p->logs[s].end_offset());
   r.subscription = p->followers[s].subscribe(std::move(on_chunk));
   mark_read(*p, s);
   return r;
@@ -932,7 +937,14 @@ void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   }
   auto plan = make_exec_plan(p.spec, environ, file_env);
   if (auto* err = std::get_if<std::string>(&plan)) return fail_start(p, *err, done);
-  auto child = Child::spawn(std::get<ExecPlan>(plan));
+  // Forked by the main thread when mgmtd offers it, so that children survive an in-place
+  // upgrade (see PluginEnv::on_main_thread).
+  std::variant<Child, std::string> child = std::string("mgmtd is exiting");
+  if (!fork_on_main_) {
+    child = Child::spawn(std::get<ExecPlan>(plan));
+  } else {
+    (void)fork_on_main_([&] { child = Child::spawn(std::get<ExecPlan>(plan)); });
+  }
   if (auto* err = std::get_if<std::string>(&child)) return fail_start(p, *err, done);
   p.child.emplace(std::move(std::get<Child>(child)));
   p.env_file_vars = std::move(file_env);

@@ -111,6 +111,13 @@ class ProcessBackend final : public Backend {
   // Bumped (under mu_) by every change list() can show; also asks the supervisor for a
   // fresh memory sample once the last one is older than kRssMaxAge.
   std::uint64_t list_version() override;
+  // In-place upgrade (handoff.cpp). Possible only when children are forked through
+  // PluginEnv::on_main_thread (the thread that execs); refused while a reload is still
+  // stopping a removed or changed process. The state: per process its counters, state,
+  // timers (as remaining times), child (pid, start time, descriptors) and log rings.
+  std::uint32_t handoff_version() override;
+  std::string handoff(Handoff& out) override;
+  std::string adopt(const Handoff& in) override;
 
   // The state file of this backend ("" before the first start, or when state_dir is not
   // usable). For tests.
@@ -234,6 +241,9 @@ class ProcessBackend final : public Backend {
   // See list_version(). Starts at 1: 0 means "unknown" to the handlers.
   std::atomic<std::uint64_t> version_{1};
   std::unique_ptr<char[]> read_buf_;  // kReadChunk bytes: the supervisor's reads
+  // PluginEnv::on_main_thread (guarded by mu_): children are forked through it when set.
+  std::function<bool(const std::function<void()>&)> fork_on_main_;
+  bool handed_off_ = false;  // guarded by shutdown_mu_: frozen for an exec, never shut down
   std::thread supervisor_;
 };
 

@@ -27,6 +27,9 @@ struct ServerOptions {
   // A listening Unix socket handed over by the service manager (socket activation): served
   // instead of creating socket_path, and never unlinked.
   std::optional<int> listen_fd;
+  // With listen_fd: the socket is mgmtd's own, handed over by an in-place upgrade: served
+  // like an inherited one, but removed at shutdown like one this server created.
+  bool listen_owned = false;
 };
 
 class Server {
@@ -49,6 +52,8 @@ class Server {
   void stop();
   // Live counters (connections, requests by type, latency), readable from any thread.
   const ServerStats& stats() const;
+  // In-place upgrade: continue the previous program's counts (before run()).
+  void restore_stats(const StatsSnapshot& s);
 
   // Live reload, on the I/O thread only (a SIGHUP handler or a request handler).
   // Requests from now on go to `d`. A handler of the previous table that `d` does not keep
@@ -60,6 +65,15 @@ class Server {
   void update(const Limits& limits, const AccessConfig& access);
   // What SIGHUP does; without a handler it only logs that reload is unsupported.
   void on_reload(std::function<void()> reload);
+  // What SIGUSR2 does (an in-place upgrade); without a handler it only logs that upgrades
+  // are unsupported.
+  void on_upgrade(std::function<void()> upgrade);
+  // Ends run() for an in-place upgrade, on the I/O thread: stops accepting (the socket file
+  // stays, and connections that arrive wait in its backlog for the next program), gives
+  // pending answers a moment to be written, closes every connection (clients reconnect)
+  // and returns from run() without stopping the backend. Returns a duplicate of the
+  // listening socket (close-on-exec) for the next program, or -1.
+  int end_for_upgrade();
   // Called on the I/O thread when shutdown begins (before the processes are stopped).
   void on_shutdown(std::function<void()> f);
   // Runs `f` on the I/O thread, from any thread.

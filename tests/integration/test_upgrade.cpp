@@ -1,0 +1,310 @@
+// In-place upgrade (SIGUSR2, `mgmtctl upgrade`): mgmtd execs the binary from the build (a
+// valid "new" binary) with the same pid, and the children run on with their pids, logs,
+// counters and timers; a binary that fails its check changes nothing.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "harness.hpp"
+#include "mgmt/commands.hpp"
+#include "mgmt/plugin.hpp"
+#include "wait.hpp"
+
+using namespace mgmt;
+using namespace mgmt::test;
+
+namespace {
+
+// Sets a variable of this (test) process for the mgmtd started meanwhile; mgmtd inherits
+// the environment of its parent.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() { ::unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
+std::vector<Entry> list(const Mgmtd& d) {
+  try {
+    RawConn c(d.socket());
+    c.send(to_byte(MsgType::ListRequest), "");
+    auto f = c.read();
+    if (!f) return {};
+    ListResponse r;
+    if (!decode(f->payload, r).empty()) return {};
+    return r.entries;
+  } catch (const std::exception&) {
+    return {};  // between two programs
+  }
+}
+
+std::optional<Entry> find(const Mgmtd& d, const std::string& id) {
+  for (auto& e : list(d)) {
+    if (e.id == id) return e;
+  }
+  return std::nullopt;
+}
+
+bool in_state(const Mgmtd& d, const std::string& id, const std::string& state) {
+  const auto e = find(d, id);
+  return e && e->state == state;
+}
+
+InfoResponse info(const Mgmtd& d) {
+  RawConn c(d.socket());
+  c.send(kInfoCommandType, "");
+  auto f = c.read();
+  REQUIRE(f);
+  InfoResponse r;
+  REQUIRE(decode(f->payload, r).empty());
+  return r;
+}
+
+std::string logs(const Mgmtd& d, const std::string& id) {
+  const auto r = d.ctl({"logs", id});
+  return r.exit_code == 0 ? r.out : std::string();
+}
+
+// The numbers of the "tick N" lines of `text`, in order.
+std::vector<int> ticks(const std::string& text) {
+  std::vector<int> out;
+  static const std::regex line("tick ([0-9]+)\n");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), line); it != std::sregex_iterator();
+       ++it) {
+    out.push_back(std::stoi((*it)[1]));
+  }
+  return out;
+}
+
+// Consecutive from the first: nothing repeated, nothing lost.
+bool consecutive(const std::vector<int>& v) {
+  for (std::size_t i = 1; i < v.size(); ++i) {
+    if (v[i] != v[i - 1] + 1) return false;
+  }
+  return true;
+}
+
+std::uint64_t metric(const Mgmtd& d, const std::string& name) {
+  const auto r = d.ctl({"metrics"});
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(name + " ", 0) == 0) return std::stoull(line.substr(name.size() + 1));
+  }
+  return 0;
+}
+
+std::string config(const TempDir& files) {
+  const std::string go = files.file("go");
+  return "backend:\n  plugin: process\n  config:\n    processes:\n" + ticker_processes() +
+         // A restart backoff that outlasts the test: still pending after each upgrade.
+         "      - id: backoff\n        command: /bin/sh\n        args: [-c, 'echo boom; exit 3']\n"
+         "        restart: always\n        restart_backoff: 10m\n"
+         // Stopped by the test before the upgrade; started between the two upgrades.
+         "      - id: later\n        command: /bin/sleep\n        args: ['1000']\n"
+         // Writes to a log file too.
+         "      - id: filed\n        command: /bin/sh\n"
+         "        args: [-c, 'i=0; while true; do echo \"line $i\"; i=$((i+1)); sleep 0.1; done']\n"
+         "        log_file_dir: " + files.file("logs") + "\n"
+         // Exits with 7 once told to (after the upgrade).
+         "      - id: exiter\n        command: /bin/sh\n"
+         "        args: [-c, 'echo waiting; while [ ! -e " + go + " ]; do sleep 0.05; done; exit 7']\n"
+         "        restart: never\n"
+         "commands:\n  0xAC: info\n  0xAE: {plugin: metrics, config: {listen: off}}\n"
+         "  0xAF: upgrade\n";
+}
+
+}  // namespace
+
+TEST_CASE("upgrade in place keeps the processes, their output and counters", "[upgrade]") {
+  TempDir files;
+  Mgmtd d(config(files));
+  REQUIRE(wait_until([&] {
+    return in_state(d, "ticker", "running") && in_state(d, "filed", "running") &&
+           in_state(d, "exiter", "running") && in_state(d, "later", "running") &&
+           in_state(d, "backoff", "restarting");
+  }, 20s));
+  REQUIRE(d.ctl({"stop", "later"}).exit_code == 0);
+  REQUIRE(wait_until([&] { return ticks(logs(d, "ticker")).size() >= 3; }));
+
+  const auto before = info(d);
+  CHECK(before.upgrades == 0);
+  const auto ticker = *find(d, "ticker");
+  const auto filed = *find(d, "filed");
+  const auto exiter = *find(d, "exiter");
+  const auto backoff = *find(d, "backoff");
+  const auto later = *find(d, "later");
+  REQUIRE(backoff.restarts == 1);
+  const std::string ticker_log = logs(d, "ticker");
+  const std::uint64_t accepted = metric(d, "mgmtd_connections_accepted_total");
+  REQUIRE(accepted > 0);
+
+  // A follower and a subscriber across the upgrades.
+  Background follower({MGMTCTL_BIN, "--socket", d.socket(), "logs", "-f", "ticker"});
+  Background events({MGMTCTL_BIN, "--socket", d.socket(), "events"});
+  REQUIRE(wait_until([&] { return ticks(follower.out()).size() >= 2; }));
+
+  const auto r = d.ctl({"upgrade"});
+  INFO(r.err << d.log());
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("upgraded: mgmtd") && Catch::Contains("upgrade 1"));
+
+  // The same program keeps the same pid; so do the children.
+  CHECK(::kill(d.pid(), 0) == 0);
+  const auto after = info(d);
+  CHECK(after.pid == d.pid());
+  CHECK(after.upgrades == 1);
+  CHECK(after.started_at == before.started_at);
+  CHECK(after.upgraded_at > before.started_at);
+  CHECK(find(d, "ticker")->pid == ticker.pid);
+  CHECK(find(d, "ticker")->started_at == ticker.started_at);
+  CHECK(find(d, "filed")->pid == filed.pid);
+  CHECK(find(d, "exiter")->pid == exiter.pid);
+  const auto backoff_after = *find(d, "backoff");
+  CHECK(backoff_after.state == "restarting");
+  CHECK(backoff_after.restarts == backoff.restarts);
+  CHECK(backoff_after.exit_code == backoff.exit_code);
+  const auto later_after = *find(d, "later");
+  CHECK(later_after.state == "stopped");
+  CHECK(later_after.exit_signal == later.exit_signal);
+  // Counters go on from where they were.
+  CHECK(metric(d, "mgmtd_connections_accepted_total") > accepted);
+
+  // Output from before the upgrade is still there, and output after it arrives.
+  const std::string now = logs(d, "ticker");
+  CHECK(now.rfind(ticker_log, 0) == 0);
+  REQUIRE(wait_until([&] { return ticks(logs(d, "ticker")).size() > ticks(now).size() + 2; }));
+  CHECK(consecutive(ticks(logs(d, "ticker"))));
+  const std::string file = files.file("logs") + "/filed.stdout.log";
+  const auto file_size = read_file(file).size();
+  REQUIRE(wait_until([&] { return read_file(file).size() > file_size + 20; }));
+
+  // An exit after the upgrade is seen with its code.
+  std::ofstream(files.file("go")) << "go\n";
+  REQUIRE(wait_until([&] {
+    const auto e = find(d, "exiter");
+    return e && e->state != "running";
+  }));
+  CHECK(find(d, "exiter")->exit_code == 7);
+
+  // A child forked by the new program survives the next upgrade as well (the main thread
+  // forked it), and so do those adopted twice.
+  REQUIRE(d.ctl({"start", "later"}).exit_code == 0);
+  const auto later_pid = find(d, "later")->pid;
+  REQUIRE(later_pid > 0);
+  ::kill(d.pid(), SIGUSR2);
+  REQUIRE(wait_until([&] {
+    try {
+      return info(d).upgrades == 2;
+    } catch (...) {
+      return false;
+    }
+  }, 60s));
+  CHECK(find(d, "later")->pid == later_pid);
+  CHECK(find(d, "later")->state == "running");
+  CHECK(find(d, "ticker")->pid == ticker.pid);
+  CHECK(find(d, "backoff")->restarts == backoff.restarts);
+  const std::string third = logs(d, "ticker");
+  REQUIRE(wait_until([&] { return ticks(logs(d, "ticker")).size() > ticks(third).size() + 2; }));
+  CHECK(consecutive(ticks(logs(d, "ticker"))));
+
+  // The follower and the subscriber resumed: every tick once, in order, and the events of
+  // the exit after the first upgrade.
+  REQUIRE(wait_until([&] { return ticks(follower.out()).size() > ticks(logs(d, "ticker")).size() - 3; }, 20s));
+  const auto followed = ticks(follower.out());
+  CHECK(followed.front() == 0);
+  CHECK(consecutive(followed));
+  // (A line is "time  type  id  summary".)
+  auto lines_with = [&](const std::string& type, const std::string& id) {
+    std::istringstream in(events.out());
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) {
+      n += std::regex_search(line, std::regex(" " + type + " +" + id + " ")) ? 1 : 0;
+    }
+    return n;
+  };
+  REQUIRE(wait_until([&] { return lines_with("process.crashed", "exiter") == 1; }));
+  CHECK(lines_with("process.started", "later") == 1);
+
+  // Shut down as ever: every process stopped, the socket removed.
+  CHECK(d.terminate() == 0);
+  CHECK(::access(d.socket().c_str(), F_OK) != 0);
+  CHECK(::kill(ticker.pid, 0) != 0);
+  CHECK(::kill(later_pid, 0) != 0);
+}
+
+TEST_CASE("an upgrade to a binary that fails its check changes nothing", "[upgrade]") {
+  TempDir bin;
+  const std::string fails = bin.file("fails-check");
+  bin.write("fails-check", "#!/bin/sh\necho \"mgmt.yaml:3:1: not what this version expects\" >&2\nexit 2\n");
+  ::chmod(fails.c_str(), 0755);
+  const std::string old_abi = bin.file("old-abi");
+  bin.write("old-abi",
+            "#!/bin/sh\necho \"mgmt.yaml: OK\"\necho \"  plugin ABI: 2\"\n"
+            "echo \"  upgrade image: 1\"\necho \"  backend handoff: 1\"\n");
+  ::chmod(old_abi.c_str(), 0755);
+  const std::string body =
+      "backend:\n  plugin: process\n  config:\n    processes:\n" + ticker_processes() +
+      "commands:\n  0xAC: info\n  0xAF: upgrade\n";
+
+  for (const auto& [binary, reason] :
+       std::map<std::string, std::string>{{fails, "not what this version expects"},
+                                          {old_abi, "plugin ABI 2"}}) {
+    ScopedEnv env("MGMTD_TEST_UPGRADE_BINARY", binary);
+    Mgmtd d(body);
+    REQUIRE(wait_until([&] { return in_state(d, "ticker", "running"); }));
+    const auto pid = find(d, "ticker")->pid;
+    const auto before = info(d);
+
+    const auto r = d.ctl({"upgrade"});
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Catch::Contains("upgrade refused, nothing changed") &&
+                          Catch::Contains(reason));
+    // SIGUSR2 is refused the same way, with the reason in the log.
+    ::kill(d.pid(), SIGUSR2);
+    REQUIRE(wait_until([&] {
+      const std::string log = d.log();
+      std::size_t n = 0;
+      for (auto at = log.find("upgrade refused"); at != std::string::npos;
+           at = log.find("upgrade refused", at + 1)) {
+        ++n;
+      }
+      return n >= 2;
+    }, 30s));
+    const auto after = info(d);
+    CHECK(after.upgrades == 0);
+    CHECK(after.upgraded_at == before.upgraded_at);
+    CHECK(find(d, "ticker")->pid == pid);
+    const auto n = ticks(logs(d, "ticker")).size();
+    REQUIRE(wait_until([&] { return ticks(logs(d, "ticker")).size() > n; }));
+    CHECK(d.terminate() == 0);
+  }
+}
+
+TEST_CASE("mgmtd --check reports what an upgrade needs to know", "[upgrade]") {
+  TempDir dir;
+  dir.write("mgmt.yaml", "server:\n  socket: " + dir.file("s.sock") +
+                             "\nbackend:\n  plugin: process\n  config:\n    processes: []\n");
+  const auto r = run({MGMTD_BIN, "--check", "-c", dir.file("mgmt.yaml")});
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("  plugin ABI: " + std::to_string(kAbiVersion) + "\n") &&
+                        Catch::Contains("  upgrade image: 1\n") &&
+                        Catch::Contains("  backend handoff: 1\n"));
+}
