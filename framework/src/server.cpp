@@ -556,6 +556,8 @@ void Server::on_shutdown(std::function<void()> f) { impl_->shutdown_hook = std::
 
 void Server::on_upgrade(std::function<void()> upgrade) { impl_->upgrade = std::move(upgrade); }
 
+bool Server::stopping() const { return impl_->shutting_down; }
+
 int Server::end_for_upgrade() {
   auto& m = *impl_;
   int fd = -1;

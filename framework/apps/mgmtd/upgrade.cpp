@@ -372,6 +372,8 @@ void Upgrader::checked(const std::string& err,
     done(why);
   };
   if (!err.empty()) return refuse(err);
+  // A SIGTERM during the check: the shutdown goes on, and the processes stop with it.
+  if (server_.stopping()) return refuse("mgmtd is shutting down");
   notifier_.send("RELOADING=1\n" + monotonic_usec() + "\nSTATUS=upgrading in place to " +
                  binary_);
   Handoff handoff;

@@ -74,6 +74,8 @@ class Server {
   // and returns from run() without stopping the backend. Returns a duplicate of the
   // listening socket (close-on-exec) for the next program, or -1.
   int end_for_upgrade();
+  // True once shutdown (or end_for_upgrade()) has begun; on the I/O thread.
+  bool stopping() const;
   // Called on the I/O thread when shutdown begins (before the processes are stopped).
   void on_shutdown(std::function<void()> f);
   // Runs `f` on the I/O thread, from any thread.
