@@ -259,6 +259,16 @@ void read(const object& o, Entry& e, std::string_view field) {
 }
 
 void read(const object& o, std::vector<Entry>& out, std::string_view field) {
+void read(const object& o, std::vector<std::int64_t>& out, std::string_view field) {
+  out.clear();
+  if (o.type == mt::NIL) return;
+  if (o.type != mt::ARRAY) wrong_kind(field, "an array of integers", o);
+  out.resize(o.via.array.size);
+  for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
+    read(o.via.array.ptr[i], out[i], std::string(field) + "[" + std::to_string(i) + "]");
+  }
+}
+
   out.clear();
   if (o.type == mt::NIL) return;
   if (o.type != mt::ARRAY) wrong_kind(field, "an array of entries", o);
@@ -373,7 +383,7 @@ std::string encode(const LogsRequest& m) {
 
 std::string encode(const LogsStream& m) {
   return packed([&](auto& o) {
-    put_map(o, (m.err.empty() ? 4u : 5u) + (m.pos >= 0));
+    put_map(o, (m.err.empty() ? 4u : 5u) + (m.pos >= 0) + (m.ts > 0) + !m.tss.empty());
     put_key<"id">(o);
     put_str(o, m.id);
     put_key<"s">(o);
@@ -410,6 +420,15 @@ std::string encode(const EventsSubscribe& m) {
     }
     if (m.after > 0) {
       put_key<"after">(o);
+    if (m.ts > 0) {
+      put_key<"ts">(o);
+      put_int(o, m.ts);
+    }
+    if (!m.tss.empty()) {
+      put_key<"tss">(o);
+      put_array(o, static_cast<std::uint32_t>(m.tss.size()));
+      for (const std::int64_t v : m.tss) put_int(o, v);
+    }
       put_uint(o, m.after);
     }
     if (m.since > 0) {
@@ -532,6 +551,8 @@ std::string decode(std::string_view payload, EventsStream& out) {
     else if (k == "t") read(v, out.t, k);
     else if (k == "ts") read(v, out.ts, k);
     else if (k == "sum") read(v, out.sum, k);
+    else if (k == "ts") read(v, out.ts, k);
+    else if (k == "tss") read(v, out.tss, k);
     else if (k == "n") read(v, out.n, k);
   });
 }

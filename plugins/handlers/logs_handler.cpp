@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "mgmt/handler_support.hpp"
@@ -22,18 +23,20 @@ constexpr auto kLogsStream = mgmt::to_byte(mgmt::MsgType::LogsStream);
 // an id and four numbers; 16 KiB is far more than any needs.
 constexpr std::size_t kMaxFollowRequest = 16 * 1024;
 
-// A LogsStream chunk frame of one follow, {id, s, d, eof: false, pos}, encoded around the
-// chunk rather than through a copy of it: the payload is pushed as parts (prefix, bin
-// header, chunk, suffix, position) that the connection's queue copies once.
+// A LogsStream chunk frame of one follow, {id, s, d, eof: false, pos, ts}, encoded around
+// the chunk rather than through a copy of it: the payload is pushed as parts (prefix, bin
+// header, chunk, suffix, position, time) that the connection's queue copies once.
 class ChunkEncoder {
  public:
   ChunkEncoder(const std::string& id, std::uint8_t s) {
     // Split an encoding with an empty `d` (bin 8 of length 0: c4 00) just before the
     // bin header, then check a chunk spliced in encodes the same; else use the codec.
-    const std::string empty = mgmt::encode(mgmt::LogsStream{id, s, {}, false, {}, 0});
+    const std::string empty = mgmt::encode(mgmt::LogsStream{id, s, {}, false, {}, 0, 1});
     static constexpr std::string_view kEmptyBin("\xc4\x00", 2);
     static constexpr std::string_view kSuffix("\xa3\x65\x6f\x66\xc2", 5);  // "eof": false
-    const std::string tail = std::string(kSuffix) + std::string(kPosKey) + '\0';        // "pos": 0
+    // "pos": 0, "ts": 1
+    const std::string tail = std::string(kSuffix) + std::string(kPosKey) + '\0' +
+                             std::string(kTsKey) + '\x01';
     if (empty.size() < kEmptyBin.size() + tail.size() ||
         std::string_view(empty).substr(empty.size() - tail.size()) != tail ||
         std::string_view(empty).substr(empty.size() - tail.size() - kEmptyBin.size(),
@@ -45,6 +48,7 @@ class ChunkEncoder {
     for (const std::size_t n : {0, 3, 300, 70000}) {
       for (const std::int64_t pos : {std::int64_t{5}, std::int64_t{200}, std::int64_t{70000},
                                      std::int64_t{1} << 40}) {
+        const std::int64_t ts = pos + 1;  // every width of MessagePack's integers, as pos
         const std::string sample(n, 'x');
         char head[9];
         std::string spliced = prefix_;
@@ -52,7 +56,9 @@ class ChunkEncoder {
         spliced += sample;
         spliced += suffix_;
         spliced.append(head, uint_bytes(static_cast<std::uint64_t>(pos), head));
-        if (spliced != mgmt::encode(mgmt::LogsStream{id, s, sample, false, {}, pos})) return;
+        spliced += kTsKey;
+        spliced.append(head, uint_bytes(static_cast<std::uint64_t>(ts), head));
+        if (spliced != mgmt::encode(mgmt::LogsStream{id, s, sample, false, {}, pos, ts})) return;
       }
     }
     ok_ = true;
@@ -60,18 +66,23 @@ class ChunkEncoder {
 
   bool ok() const { return ok_; }
 
-  // Pushes the frame for `chunk`, which ends at stream position `pos`.
-  bool push(mgmt::Exchange& ex, std::uint8_t type, std::string_view chunk, std::int64_t pos) const {
+  // Pushes the frame for `chunk`, which ends at stream position `pos` and was captured at
+  // `ts` (> 0).
+  bool push(mgmt::Exchange& ex, std::uint8_t type, std::string_view chunk, std::int64_t pos,
+            std::int64_t ts) const {
     char head[5];
     char pos_bytes[9];
+    char ts_bytes[9];
     const std::string_view parts[] = {
         prefix_, std::string_view(head, bin_header(chunk.size(), head)), chunk, suffix_,
-        std::string_view(pos_bytes, uint_bytes(static_cast<std::uint64_t>(pos), pos_bytes))};
-    return ex.push_parts(type, parts, 5, chunk.size());
+        std::string_view(pos_bytes, uint_bytes(static_cast<std::uint64_t>(pos), pos_bytes)),
+        kTsKey, std::string_view(ts_bytes, uint_bytes(static_cast<std::uint64_t>(ts), ts_bytes))};
+    return ex.push_parts(type, parts, 7, chunk.size());
   }
 
  private:
   static constexpr std::string_view kPosKey{"\xa3pos", 4};
+  static constexpr std::string_view kTsKey{"\xa2ts", 3};
 
   // MessagePack's smallest encoding of the unsigned `v` (as the codec writes it).
   static std::size_t uint_bytes(std::uint64_t v, char* out) {
@@ -121,15 +132,15 @@ class ChunkEncoder {
 class SnapshotGate {
  public:
   template <class Push>
-  void chunk(std::string_view chunk, const Push& push) {
+  void chunk(std::string_view chunk, std::int64_t ts, const Push& push) {
     if (!open_.load(std::memory_order_acquire)) {
       std::lock_guard lock(mu_);
       if (!open_.load(std::memory_order_relaxed)) {
-        held_.emplace_back(chunk);
+        held_.emplace_back(std::string(chunk), ts);
         return;
       }
     }
-    push(chunk);
+    push(chunk, ts);
   }
 
   // Pushes the snapshot, then what was held, then opens the gate. A chunk arriving meanwhile
@@ -138,7 +149,7 @@ class SnapshotGate {
   void open(const PushSnapshot& push_snapshot, const Push& push) {
     std::lock_guard lock(mu_);
     push_snapshot();
-    for (const std::string& c : held_) push(c);
+    for (const auto& [c, ts] : held_) push(c, ts);
     held_.clear();
     held_.shrink_to_fit();
     open_.store(true, std::memory_order_release);
@@ -146,7 +157,7 @@ class SnapshotGate {
 
  private:
   std::mutex mu_;
-  std::vector<std::string> held_;
+  std::vector<std::pair<std::string, std::int64_t>> held_;
   std::atomic<bool> open_{false};
 };
 
@@ -180,7 +191,7 @@ class LogsHandler final : public mgmt::Handler {
 
     if (!req.f) {
       mgmt::LogsStream frame{req.id, req.s, {}, true, {}};
-      if (auto err = backend_.logs(q, frame.d); !err.empty()) {
+      if (auto err = backend_.logs_timed(q, frame.d, frame.tss); !err.empty()) {
         fail(*ex, req, err);
         return;
       }
@@ -204,23 +215,26 @@ class LogsHandler final : public mgmt::Handler {
     auto position = std::make_shared<std::atomic<std::int64_t>>(-1);
     auto push_chunk = [ex, id = req.id, s = req.s, position,
                        enc = std::make_shared<const ChunkEncoder>(req.id, req.s)](
-                          std::string_view chunk) {
+                          std::string_view chunk, std::int64_t ts) {
       std::int64_t pos = position->load(std::memory_order_relaxed);
       if (pos >= 0) {
         pos += static_cast<std::int64_t>(chunk.size());
         position->store(pos, std::memory_order_relaxed);
       }
-      if (enc->ok() && pos >= 0) {
-        enc->push(*ex, kLogsStream, chunk, pos);
+      if (enc->ok() && pos >= 0 && ts > 0) {
+        enc->push(*ex, kLogsStream, chunk, pos, ts);
       } else {
-        ex->push_units(kLogsStream,
-                       mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}, pos}),
-                       chunk.size());
+        ex->push_units(
+            kLogsStream,
+            mgmt::encode(mgmt::LogsStream{id, s, std::string(chunk), false, {}, pos, ts}),
+            chunk.size());
       }
     };
     auto gate = std::make_shared<SnapshotGate>();
-    mgmt::FollowResult r = backend_.follow_logs(
-        q, [gate, push_chunk](std::string_view chunk) { gate->chunk(chunk, push_chunk); });
+    mgmt::FollowResult r = backend_.follow_logs_timed(
+        q, [gate, push_chunk](std::string_view chunk, std::int64_t ts) {
+          gate->chunk(chunk, ts, push_chunk);
+        });
     if (!r.err.empty()) {
       fail(*ex, req, r.err);
       return;
@@ -230,8 +244,9 @@ class LogsHandler final : public mgmt::Handler {
     // keeps them behind this snapshot.
     gate->open(
         [&] {
-          ex->push(kLogsStream, mgmt::encode(mgmt::LogsStream{
-                                    req.id, req.s, std::move(r.snapshot), false, {}, r.position}));
+          mgmt::LogsStream snap{req.id, req.s, std::move(r.snapshot), false, {}, r.position};
+          snap.tss = std::move(r.times);
+          ex->push(kLogsStream, mgmt::encode(snap));
         },
         push_chunk);
     ex->hold(std::shared_ptr<mgmt::Subscription>(std::move(r.subscription)));

@@ -333,7 +333,7 @@ TEST_CASE("parse_args: usage errors name the problem", "[mgmtctl]") {
       {{"logs", "web", "--stream"}, "flag --stream needs a value"},
       {{"--socket"}, "flag --socket needs a value"},
       {{"--socket", "", "list"}, "flag --socket needs a non-empty path"},
-      {{"logs", "--json", "web"}, "flag --json does not apply to logs"},
+      {{"status", "-t", "web"}, "flag --timestamps does not apply to status"},
       {{"list", "--follow=maybe"}, "invalid value \"maybe\" for --follow: want true or false"},
   };
   for (const auto& [args, want] : cases) {

@@ -82,11 +82,12 @@ bool flag_applies(std::string_view flag, Command c) {
   if (flag == "json") {
     return c == Command::list || c == Command::status || c == Command::info ||
            c == Command::start || c == Command::stop || c == Command::restart ||
-           c == Command::signal || c == Command::events;
+           c == Command::signal || c == Command::events || c == Command::logs;
   }
   if (flag == "ids") return c == Command::list;
   if (flag == "group") return c == Command::signal;
-  if (flag == "stream" || flag == "follow" || flag == "since" || flag == "lines") {
+  if (flag == "stream" || flag == "follow" || flag == "since" || flag == "lines" ||
+      flag == "timestamps") {
     return c == Command::logs;
   }
   if (flag == "process") return c == Command::events;
@@ -106,7 +107,7 @@ bool takes_value(std::string_view flag) {
 
 bool is_bool_flag(std::string_view flag) {
   return flag == "help" || flag == "version" || flag == "json" || flag == "follow" ||
-         flag == "group" || flag == "ids";
+         flag == "group" || flag == "ids" || flag == "timestamps";
 }
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
@@ -196,6 +197,7 @@ ParseResult parse_args(const std::vector<std::string>& args) {
     if (name == "h") name = "help";
     if (name == "f") name = "follow";
     if (name == "n") name = "lines";
+    if (name == "t") name = "timestamps";
 
     if (is_bool_flag(name)) {
       bool v = true;
@@ -215,7 +217,9 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       if (name == "follow") o.follow = v;
       if (name == "group") o.group = v;
       if (name == "ids") o.ids_only = v;
-      if (name == "json" || name == "follow" || name == "group" || name == "ids") {
+      if (name == "timestamps") o.timestamps = v;
+      if (name == "json" || name == "follow" || name == "group" || name == "ids" ||
+          name == "timestamps") {
         command_flags.push_back(name);
       }
       continue;
@@ -327,8 +331,10 @@ ParseResult parse_args(const std::vector<std::string>& args) {
         return usage(cmd + " takes no arguments, got " + quoted(positionals.front()));
       }
       break;
-    case Command::status:
     case Command::logs:
+      if (positionals.empty()) return usage(cmd + " needs a process id");
+      break;
+    case Command::status:
       if (positionals.empty()) return usage(cmd + " needs a process id");
       if (positionals.size() > 1) {
         return usage(cmd + " takes one process id, got " + std::to_string(positionals.size()));

@@ -33,17 +33,18 @@ struct Options {
   // help: the command whose help was asked for (`mgmtctl status --help`, `mgmtctl help
   // status`); none for the general usage.
   Command help_topic = Command::none;
-  // list, status, info, start, stop, restart, signal, events: JSON output.
+  // list, status, info, start, stop, restart, signal, events, logs: JSON output.
   bool json = false;
   // list --ids: the process ids alone, one per line (for scripts and shell completion).
   bool ids_only = false;
-  // status, logs, signal: one id; start, stop, restart: one or more.
+  // status, signal: one id; start, stop, restart, logs: one or more.
   std::vector<std::string> ids;
   // logs.
   Stream stream = Stream::all;
   bool follow = false;
   std::optional<std::chrono::nanoseconds> since;  // --since DUR
   std::int64_t lines = 0;                          // -n/--lines N, 0 = all
+  bool timestamps = false;                         // -t/--timestamps
   // events.
   std::vector<std::string> processes;  // --process a,b
   std::vector<std::string> types;      // --type t1,t2

@@ -33,8 +33,8 @@ Commands:
   status [--json] <id>           show one process
   start [--json] <id>...         start processes
   stop [--json] <id>...          stop processes
-  logs [--stream stdout|stderr|all] [-f|--follow] [--since DUR] [-n|--lines N] <id>
-                                 print a process's output; --follow needs one stream
+  logs [-f] [-t] [--json] [--stream S] [--since DUR] [-n N] <id>...
+                                 print processes' output, merged in capture order
   events [--json] [--process a,b] [--type t1,t2]
                                  stream lifecycle events until the server closes
   restart [--json] [--type 0xNN] <id>...
@@ -123,13 +123,17 @@ request per id, and prints "stopped <id>" for each; failures as "<id>: <error>" 
   --json    a JSON array of {id, ok, err, entry} instead (entry: the process afterwards)
 )";
     case Command::logs:
-      return R"(usage: mgmtctl logs [--stream stdout|stderr|all] [-f|--follow] [--since DUR] [-n|--lines N] <id>
+      return R"(usage: mgmtctl logs [-f|--follow] [-t|--timestamps] [--json] [--stream stdout|stderr|all] [--since DUR] [-n|--lines N] <id>...
 
-Prints a process's captured output: its stdout to stdout, its stderr to stderr.
-  --stream S      stdout, stderr or all (default all)
-  -f, --follow    keep printing new output until interrupted (needs one stream)
-  --since DUR     only output from the last DUR (Go durations: 90s, 5m, 1h30m)
-  -n, --lines N   only the last N lines
+Prints processes' captured output: their stdout to stdout, their stderr to stderr, the
+streams merged in the order the output was captured.
+  --stream S        stdout, stderr or all (default all)
+  -f, --follow      keep printing new output until interrupted
+  -t, --timestamps  the capture time (RFC 3339, UTC, microseconds) before each line
+  --json            one JSON object per line on stdout: {ts (unix nanos), id, stream, line}
+  --since DUR       only output from the last DUR (Go durations: 90s, 5m, 1h30m)
+  -n, --lines N     only the last N lines of each stream
+With several ids, each line starts with its process's id ("web  | ...").
 )";
     case Command::events:
       return R"(usage: mgmtctl events [--json] [--process a,b] [--type t1,t2]

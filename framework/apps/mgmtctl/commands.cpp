@@ -1,6 +1,7 @@
 #include "commands.hpp"
 
 #include <chrono>
+#include <deque>
 #include <cstdlib>
 #include <fstream>
 #include <ostream>
@@ -17,6 +18,7 @@
 #include "mgmt/messages.hpp"
 #include "fleet.hpp"
 #include "follow.hpp"
+#include "logs_view.hpp"
 #include "remote.hpp"
 
 namespace mgmtctl {
@@ -74,12 +76,6 @@ T expect_command(const mgmt::Client& c, const mgmt::Frame& f, std::uint8_t type)
 std::string failure_text(Connection& conn, const std::exception& e) {
   if (auto t = conn.transport_error(); !t.empty()) return t;
   return e.what();
-}
-
-void write_data(std::ostream& os, const std::string& d) {
-  if (d.empty()) return;
-  os.write(d.data(), static_cast<std::streamsize>(d.size()));
-  os.flush();
 }
 
 int cmd_list(mgmt::Client& c, const Options& o, std::ostream& out) {
@@ -328,86 +324,53 @@ std::optional<Connection> reconnect(const HostSpec& host) {
 
 int cmd_logs(Connection& conn, const HostSpec& host, const Options& o, std::ostream& out,
              std::ostream& err) {
-  mgmt::Client& c = conn.client();
   mgmt::LogsRequest req;
-  req.id = o.ids[0];
   req.ln = o.lines;
   if (o.since) req.sn = since_to_unix_nanos(*o.since);
-  auto sink = [&](std::uint8_t s) -> std::ostream& { return s == 0 ? out : err; };
+  std::vector<LogSource> sources;  // logs_view.hpp
+  for (const auto& id : o.ids) {
+    if (o.stream != Stream::err) sources.push_back({id, 0});
+    if (o.stream != Stream::out) sources.push_back({id, 1});
+  }
+  LogsLook look;
+  look.timestamps = o.timestamps;
+  look.json = o.json;
+  look.prefix = o.ids.size() > 1;
 
   if (!o.follow) {
-    for (const std::uint8_t s : {std::uint8_t{0}, std::uint8_t{1}}) {
-      if ((s == 0 && o.stream == Stream::err) || (s == 1 && o.stream == Stream::out)) continue;
-      req.s = s;
-      const auto f = c.call(to_byte(MsgType::LogsRequest), mgmt::encode(req));
-      const auto m = expect<mgmt::LogsStream>(c, f, MsgType::LogsStream);
-      if (!m.err.empty()) throw ServerError(m.err);
-      write_data(sink(s), m.d);
-    }
+    auto e = print_log_snapshots(conn.client(), req, sources, look, out, err);
+    if (!e.empty()) throw ServerError(e);
     return kExitOk;
   }
 
-  if (o.stream == Stream::all) {
-    // Both streams: a second connection (through ssh, a second ssh), each its own stream.
-    Connection second = Connection::open(host);
-    int rc = 0;
-    try {
-      std::optional<Connection> reopened[2];  // after an in-place upgrade
-      rc = follow_both_streams(c, second.client(), req, out, err,  // follow.hpp
-                               [&](std::uint8_t s) -> mgmt::Client* {
-                                 auto next = reconnect(host);
-                                 if (!next) return nullptr;
-                                 reopened[s].reset();
-                                 reopened[s].emplace(std::move(*next));
-                                 return &reopened[s]->client();
-                               });
-    } catch (const std::exception& e) {
-      throw std::runtime_error(failure_text(second, e));
+  // Each stream on its own connection (through ssh, an ssh each); after an in-place
+  // upgrade, a new one where the stream resumes.
+  std::deque<Connection> extra;
+  int rc = 0;
+  try {
+    rc = follow_log_sources(sources, req, look,
+                            [&](std::size_t i, bool again) -> mgmt::Client* {
+                              if (!again) {
+                                if (i == 0) return &conn.client();
+                                extra.push_back(Connection::open(host));
+                                return &extra.back().client();
+                              }
+                              auto next = reconnect(host);
+                              if (!next) return nullptr;
+                              extra.push_back(std::move(*next));
+                              return &extra.back().client();
+                            },
+                            out, err);
+  } catch (const std::exception& e) {
+    for (auto& c : extra) {
+      if (auto t = c.transport_error(); !t.empty()) throw std::runtime_error(t);
     }
-    if (auto t = second.transport_error(); !t.empty()) throw std::runtime_error(t);
-    return rc;
+    throw;
   }
-  req.s = o.stream == Stream::err ? 1 : 0;
-  req.f = true;
-  c.send(to_byte(MsgType::LogsRequest), mgmt::encode(req));
-  // The server's position after the last data received (its `pos` extension): where a
-  // follow resumes when the server closes the stream without its end (an in-place upgrade).
-  std::int64_t pos = -1;
-  std::optional<Connection> again;
-  mgmt::Client* cur = &c;
-  while (true) {
-    std::optional<mgmt::Frame> f;
-    try {
-      f = cur->receive();
-    } catch (const std::exception&) {
-      if (pos < 0) throw;
-    }
-    if (!f) {
-      if (pos < 0) break;  // a server that does not say where the stream is
-      auto next = reconnect(host);
-      if (!next) break;
-      again.reset();
-      again.emplace(std::move(*next));
-      cur = &again->client();
-      mgmt::LogsRequest resume = req;
-      resume.from = pos;
-      cur->send(to_byte(MsgType::LogsRequest), mgmt::encode(resume));
-      continue;
-    }
-    const auto m = expect<mgmt::LogsStream>(*cur, *f, MsgType::LogsStream);
-    if (!m.err.empty()) throw ServerError(m.err);
-    if (m.s > 1) {
-      // A Go server's refusal of the stream: its data is the readable error.
-      err << m.d;
-      if (m.d.empty() || m.d.back() != '\n') err << '\n';
-      err.flush();
-      return kExitFailure;
-    }
-    write_data(sink(req.s), m.d);
-    if (m.pos >= 0) pos = m.pos;
-    if (m.eof) break;
+  for (auto& c : extra) {
+    if (auto t = c.transport_error(); !t.empty()) throw std::runtime_error(t);
   }
-  return kExitOk;
+  return rc;
 }
 
 int cmd_events(Connection& conn, const HostSpec& host, const Options& o, std::ostream& out,

@@ -7,6 +7,7 @@
 // backend (the server only queues the data and returns).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -66,6 +67,8 @@ struct FollowResult {
   // The stream position (bytes written to the stream, ever) at the end of the snapshot: each
   // chunk delivered afterwards continues it (ABI 3). -1 when the backend does not count.
   std::int64_t position = -1;
+  // follow_logs_timed(): the capture times of `snapshot` (see logs_timed()).
+  std::vector<std::int64_t> times;
 };
 
 // What a backend hands over to the next program in an in-place upgrade (see handoff()).
@@ -160,6 +163,27 @@ class Backend {
   // exits: the processes are lost, so a check before the exec must make this unlikely).
   virtual std::string adopt(const Handoff& /*in*/) {
     return "this backend cannot adopt processes from another program";
+  }
+
+  // ---- Log times (ABI 3) ----------------------------------------------------------------
+  // logs() with the capture times of the snapshot's bytes in `times`, flat pairs [offset in
+  // `out`, unix nanos, ...] (offsets rising, the first 0; empty when the backend keeps no
+  // times: the default).
+  virtual std::string logs_timed(const LogQuery& q, std::string& out,
+                                 std::vector<std::int64_t>& times) {
+    times.clear();
+    return logs(q, out);
+  }
+  // follow_logs() whose chunks come with their capture time (unix nanos), and whose result
+  // carries the snapshot's times in `times` (as logs_timed()). The default stamps each
+  // chunk with the time it is delivered.
+  virtual FollowResult follow_logs_timed(
+      const LogQuery& q, std::function<void(std::string_view chunk, std::int64_t ts_ns)> on_chunk) {
+    return follow_logs(q, [cb = std::move(on_chunk)](std::string_view chunk) {
+      cb(chunk, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count());
+    });
   }
 };
 

@@ -107,6 +107,13 @@ struct EventsSubscribe {
   std::vector<std::string> types;  // empty = all
   // Extension `after` (sent only when > 0): first replay the recent events numbered after
   // it (the `n` of the last event received), for a subscriber that reconnects.
+  // Extension `ts` (sent only when > 0): when the chunk in `d` was captured, unix nanos
+  // (a follow's frames after its snapshot).
+  std::int64_t ts = 0;
+  // Extension `tss` (sent only when non-empty): the capture times of a snapshot's bytes, a
+  // flat list of pairs [offset in `d`, unix nanos, ...]: the bytes from each offset to the
+  // next were captured at that time. Offsets rise; the first is 0.
+  std::vector<std::int64_t> tss{};
   std::uint64_t after = 0;
   // Extension `since` (unix nanos, sent only when > 0 and `after` is 0): first replay the
   // recent events of that time or later, for a subscriber that reconnects before it has

@@ -12,7 +12,8 @@
 // number ("was built for plugin ABI N, this mgmtd loads ABI M"). New free functions and
 // new headers do not bump it. (2: Backend::list_version and Exchange::push_parts. 3: the
 // in-place upgrade: Backend::handoff_version/handoff/adopt, the Handoff struct,
-// PluginEnv::on_main_thread, ServerInfo::upgraded_at/upgrades/upgrade.) Both sides must also use the same C++ standard library
+// PluginEnv::on_main_thread, ServerInfo::upgraded_at/upgrades/upgrade; log times:
+// Backend::logs_timed/follow_logs_timed, FollowResult::times.) Both sides must also use the same C++ standard library
 // (libstdc++ on Debian): std::string, std::vector, std::function and std::shared_ptr cross
 // the boundary.
 //

@@ -1,6 +1,7 @@
 #include "log_ring.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace mgmt::process {
 
@@ -47,7 +48,8 @@ std::size_t LogRing::pop_front() noexcept {
   return n;
 }
 
-std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool delivered) {
+std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool delivered,
+                            bool coalesce) {
   if (bytes.empty()) return 0;
   std::size_t dropped = 0;
   end_ += bytes.size();  // the stream grows by the whole chunk, stored or not
@@ -64,7 +66,7 @@ std::size_t LogRing::append(std::int64_t ts_ns, std::string_view bytes, bool del
   if (chunks_->size() >= kCoalesceFrom) {
     Chunk& last = chunks_->back();
     const std::int64_t age = ts_ns - last.ts_ns;
-    if (age >= 0 && age < kCoalesceWindowNs && last.bytes.size() < kCoalesceMax &&
+    if (coalesce && age >= 0 && age < kCoalesceWindowNs && last.bytes.size() < kCoalesceMax &&
         bytes.size() < kCoalesceMax) {
       while (size_ + bytes.size() > capacity_ && chunks_->size() > 1) dropped += pop_front();
       if (size_ + bytes.size() <= capacity_) {
@@ -117,18 +119,57 @@ std::size_t LogRing::set_capacity(std::size_t capacity) {
   return dropped;
 }
 
-std::string LogRing::query(std::int64_t since_ns, std::int64_t last_lines_n) const {
+std::string LogRing::query(std::int64_t since_ns, std::int64_t last_lines_n,
+                           std::vector<std::int64_t>* times) const {
   // Filtered chunk by chunk rather than by a cut point: the wall clock may step back.
   std::string out;
+  if (times) times->clear();
   if (!chunks_) return out;
   for (const Chunk& c : *chunks_) {
-    if (c.ts_ns >= since_ns) out += c.bytes;
+    if (c.ts_ns < since_ns) continue;
+    if (times) {
+      times->push_back(static_cast<std::int64_t>(out.size()));
+      times->push_back(c.ts_ns);
+    }
+    out += c.bytes;
   }
   if (last_lines_n > 0) {
     const std::string_view tail = last_lines(out, last_lines_n);
-    out.erase(0, out.size() - tail.size());
+    const auto cut = static_cast<std::int64_t>(out.size() - tail.size());
+    out.erase(0, static_cast<std::size_t>(cut));
+    if (times && cut > 0) {
+      // Keep the pairs of the chunks that still have bytes; the first now starts at 0.
+      std::vector<std::int64_t> kept;
+      for (std::size_t i = 0; i < times->size(); i += 2) {
+        const std::int64_t next = i + 2 < times->size() ? (*times)[i + 2] : INT64_MAX;
+        if (next <= cut) continue;
+        kept.push_back(std::max<std::int64_t>((*times)[i] - cut, 0));
+        kept.push_back((*times)[i + 1]);
+      }
+      *times = std::move(kept);
+    }
   }
+  if (times && out.empty()) times->clear();
   return out;
+}
+
+std::vector<std::int64_t> LogRing::from_times(std::uint64_t from) const {
+  // The same walk as from(): chunks hold the stream's bytes [begin_, end_) in order.
+  std::vector<std::int64_t> times;
+  if (!chunks_ || from >= end_) return times;
+  std::uint64_t at = begin_;
+  std::int64_t offset = 0;
+  for (const Chunk& c : *chunks_) {
+    const std::uint64_t next = at + c.bytes.size();
+    if (next > from) {
+      const std::size_t skip = from > at ? static_cast<std::size_t>(from - at) : 0;
+      times.push_back(offset);
+      times.push_back(c.ts_ns);
+      offset += static_cast<std::int64_t>(c.bytes.size() - skip);
+    }
+    at = next;
+  }
+  return times;
 }
 
 std::string_view last_lines(std::string_view text, std::int64_t n) {

@@ -28,12 +28,19 @@ class LogRing {
   // Stores a chunk that arrived at `ts_ns` (unix nanos), dropping the oldest chunks to stay
   // within capacity; a chunk larger than the whole capacity keeps only its tail. Returns
   // how many bytes were dropped. `delivered`: a client gets this chunk as it is (a
-  // follower), so it has seen everything up to and including it.
-  std::size_t append(std::int64_t ts_ns, std::string_view bytes, bool delivered = false);
+  // follower), so it has seen everything up to and including it. `coalesce` false: the
+  // chunk is not appended to the last one (the process wrote to its other stream in
+  // between, and a merge of both streams by time must keep them apart).
+  std::size_t append(std::int64_t ts_ns, std::string_view bytes, bool delivered = false,
+                     bool coalesce = true);
 
   // The stored bytes of chunks that arrived at or after `since_ns` (0 = all), cut to the
   // last `last_lines` lines (0 = all; a trailing line without '\n' counts as a line).
-  std::string query(std::int64_t since_ns, std::int64_t last_lines) const;
+  // `times`, when given, gets their capture times: flat pairs [offset in the result, ts].
+  std::string query(std::int64_t since_ns, std::int64_t last_lines,
+                    std::vector<std::int64_t>* times = nullptr) const;
+  // The capture times of from(`from`), as query() gives them.
+  std::vector<std::int64_t> from_times(std::uint64_t from) const;
 
   // Changes the capacity (at least 1 byte), keeping what still fits: a smaller ring drops
   // its oldest chunks (counted like any other drop); a larger one keeps everything.

@@ -24,6 +24,12 @@ namespace mgmt::process {
 using SteadyTime = std::chrono::steady_clock::time_point;
 
 struct ManagedProcess {
+// A chunk of output as followers get it: the bytes and when they were read (unix nanos).
+struct TimedChunk {
+  std::string_view bytes;
+  std::int64_t ts_ns = 0;
+};
+
   explicit ManagedProcess(ProcessSpec s)
       : spec(std::move(s)), logs{LogRing(spec.log_buffer), LogRing(spec.log_buffer)} {
     open_files();
@@ -85,7 +91,10 @@ struct ManagedProcess {
   std::array<LogRing, 2> logs;
   std::array<std::optional<LogFile>, 2> files;
   std::array<bool, 2> file_error_reported{false, false};
-  std::array<Broadcaster<std::string_view>, 2> followers;
+  std::array<Broadcaster<TimedChunk>, 2> followers;
+  // The stream the process wrote to last (-1: none yet): a chunk after one on the other
+  // stream starts a chunk of its own in the ring (LogRing::append's `coalesce`).
+  int last_stream = -1;
   // A log.overflow was sent and no client has read the stream since.
   std::array<bool, 2> overflow_reported{false, false};
   std::array<std::uint64_t, 2> unread_dropped_seen{0, 0};

@@ -372,8 +372,25 @@ std::string ProcessBackend::logs(const LogQuery& q, std::string& out) {
   return {};
 }
 
+std::string ProcessBackend::logs_timed(const LogQuery& q, std::string& out,
+                                       std::vector<std::int64_t>& times) {
+  std::lock_guard lock(mu_);
+  ManagedProcess* p = find(q.id);
+  if (!p) return std::string(kErrNotFound);
+  const int s = stream_index(q.stream);
+  out = p->logs[s].query(q.since_ns, q.last_lines, &times);
+  mark_read(*p, s);
+  return {};
+}
+
 FollowResult ProcessBackend::follow_logs(const LogQuery& q,
                                          std::function<void(std::string_view)> on_chunk) {
+  return follow_logs_timed(
+      q, [cb = std::move(on_chunk)](std::string_view chunk, std::int64_t) { cb(chunk); });
+}
+
+FollowResult ProcessBackend::follow_logs_timed(
+    const LogQuery& q, std::function<void(std::string_view, std::int64_t)> on_chunk) {
   FollowResult r;
   std::lock_guard lock(mu_);
   ManagedProcess* p = find(q.id);
@@ -384,10 +401,15 @@ FollowResult ProcessBackend::follow_logs(const LogQuery& q,
   // Chunks are appended and published under mu_, so snapshot and subscription see a
   // single cut of the stream.
   const int s = stream_index(q.stream);
-  r.snapshot = q.from >= 0 ? p->logs[s].from(static_cast<std::uint64_t>(q.from))
-                           : p->logs[s].query(q.since_ns, q.last_lines);
+  if (q.from >= 0) {
+    r.snapshot = p->logs[s].from(static_cast<std::uint64_t>(q.from));
+    r.times = p->logs[s].from_times(static_cast<std::uint64_t>(q.from));
+  } else {
+    r.snapshot = p->logs[s].query(q.since_ns, q.last_lines, &r.times);
+  }
   r.position = static_cast<std::int64_t>(p->logs[s].end_offset());
-  r.subscription = p->followers[s].subscribe(std::move(on_chunk));
+  r.subscription = p->followers[s].subscribe(
+      [cb = std::move(on_chunk)](TimedChunk c) { cb(c.bytes, c.ts_ns); });
   mark_read(*p, s);
   return r;
 }
@@ -1057,7 +1079,9 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
     }
     const std::string_view chunk(read_buf_.get(), static_cast<std::size_t>(n));
     // Followers get every chunk whole: with one listening, nothing is lost unread.
-    p.logs[s].append(unix_nanos(), chunk, p.followers[s].has_subscribers());
+    const std::int64_t now = unix_nanos();
+    p.logs[s].append(now, chunk, p.followers[s].has_subscribers(), p.last_stream == s);
+    p.last_stream = s;
     if (p.files[s]) {
       const std::string err = p.files[s]->write(chunk);
       if (!err.empty() && !p.file_error_reported[s]) {
@@ -1067,7 +1091,7 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
         if (log_) mgmt::log::error(*log_, "process {}: {}", p.spec.id, p.last_error);
       }
     }
-    p.followers[s].publish(chunk);
+    p.followers[s].publish(TimedChunk{chunk, now});
     const std::uint64_t unread = p.logs[s].unread_dropped();
     if (unread > p.unread_dropped_seen[s]) {
       const std::uint64_t lost = unread - p.unread_dropped_seen[s];
