@@ -97,7 +97,8 @@ class Child {
   std::optional<ExitStatus> try_reap();
 
   // In-place upgrade (handoff.cpp): what this child is made of, to rebuild it in the next
-  // program. The descriptors stay open across the exec (same numbers).
+  // program. handover() gives its descriptors away (they stay open across the exec, same
+  // numbers): this object no longer closes them.
   struct Handover {
     pid_t pid = 0;
     std::uint64_t start_time = 0;
@@ -106,7 +107,7 @@ class Child {
     std::string path, work_dir, oom_score_adj, user, group;
     std::optional<int> nice;
   };
-  Handover handover() const;
+  Handover handover();
   // Takes ownership of the descriptors.
   static Child adopt(const Handover& h);
 

@@ -105,14 +105,14 @@ void set_cloexec(int fd) {
 // ---------------------------------------------------------------------------------------
 // Child and LogRing
 
-Child::Handover Child::handover() const {
+Child::Handover Child::handover() {
   Handover h;
   h.pid = pid_;
   h.start_time = start_time_;
-  h.pidfd = pidfd_.get();
-  h.out = streams_[out].get();
-  h.err = streams_[err].get();
-  h.status = status_.get();
+  h.pidfd = pidfd_.release();
+  h.out = streams_[out].release();
+  h.err = streams_[err].release();
+  h.status = status_.release();
   h.own_session = own_session_;
   h.path = path_;
   h.work_dir = work_dir_;
@@ -259,6 +259,8 @@ std::string ProcessBackend::handoff(Handoff& out) {
                      {"give_up", remaining(p.give_up_at, now)},
                      {"sample", remaining(p.sample_at, now)}};
       if (p.child) {
+        // The descriptors are the next program's now: this (frozen) backend never closes
+        // them, even if it is destroyed (a host that adopts within one process: the tests).
         const Child::Handover h = p.child->handover();
         j["child"] = {{"pid", h.pid},         {"start_time", h.start_time},
                       {"pidfd", h.pidfd},     {"out", h.out},
