@@ -12,6 +12,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -421,4 +422,64 @@ TEST_CASE("under systemd an upgrade is RELOADING=1, then READY=1 from the new pr
   }, 20s));
   CHECK(d.terminate() == 0);
   CHECK(d.log().find("Sanitizer") == std::string::npos);
+}
+
+TEST_CASE("as PID 1 of a pid namespace (a container) an upgrade keeps the pid and the children",
+          "[upgrade][sidecar]") {
+  TempDir dir;
+  const std::string socket = dir.file("shared/manager.sock");
+  const std::string config = dir.file("mgmt.yaml");
+  const std::string ready = dir.file("ready");
+  dir.write("mgmt.yaml", "server:\n  socket: " + socket + "\n  write_hint: false\n" +
+                             "backend:\n  plugin: process\n  config:\n    state_dir: " +
+                             dir.file("state") + "\n    processes:\n" + ticker_processes() +
+                             "commands:\n  0xAC: info\n  0xAF: upgrade\n");
+  Background ns({"/bin/sh", "-c",
+                 "exec unshare --pid --fork --mount-proc --kill-child \"$0\" -c \"$1\" "
+                 "--log-format json --log-level debug --ready-file \"$2\"",
+                 MGMTD_BIN, config, ready});
+  REQUIRE(wait_until([&] { return ::access(ready.c_str(), F_OK) == 0; }, 15s));
+  auto ctl = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> argv{MGMTCTL_BIN, "--socket", socket};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, {{"TZ", "UTC"}});
+  };
+  auto ticker_pid = [&] {
+    const auto r = ctl({"status", "--json", "ticker"});
+    std::smatch m;
+    return std::regex_search(r.out, m, std::regex("\"pid\": *([0-9]+)")) ? m[1].str()
+                                                                            : std::string();
+  };
+  REQUIRE(wait_until([&] { return ctl({"status", "ticker"}).out.find("running") != std::string::npos; }));
+  const std::string pid = ticker_pid();
+  REQUIRE_FALSE(pid.empty());
+
+  for (int upgrade = 1; upgrade <= 2; ++upgrade) {
+    const auto r = ctl({"upgrade"});
+    INFO(r.err << ns.out());
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains(", pid 1, upgrade " + std::to_string(upgrade)));
+  }
+  CHECK(ticker_pid() == pid);
+  const auto info = ctl({"info"});
+  CHECK_THAT(info.out, Catch::Contains("pid 1\n") && Catch::Contains("(upgrade 2)"));
+
+  // The container ends as ever: SIGTERM to its init (mgmtd, still the same process; its
+  // host pid is found by its binary and configuration).
+  const RunResult r = [&] {
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      const std::string name = e.path().filename().string();
+      if (name.empty() || name[0] < '0' || name[0] > '9') continue;
+      std::error_code ec;
+      if (std::filesystem::read_symlink(e.path() / "exe", ec) != std::filesystem::canonical(MGMTD_BIN)) continue;
+      if (read_file((e.path() / "cmdline").string()).find(config) == std::string::npos) continue;
+      ::kill(std::stoi(name), SIGTERM);
+    }
+    return ns.wait(30s);
+  }();
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(::access(socket.c_str(), F_OK) != 0);
+  CHECK(r.out.find("Sanitizer") == std::string::npos);
+  CHECK(r.err.find("Sanitizer") == std::string::npos);
 }

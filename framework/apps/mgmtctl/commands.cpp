@@ -298,26 +298,30 @@ std::int64_t since_to_unix_nanos(std::chrono::nanoseconds since) {
 }
 
 // A stream the server closed without its end: mgmtd upgrading in place (the socket stays
-// and the next program serves it within moments) or stopping (a socket it created is
-// removed first). Returns a connection to a server that answers on it again, waiting up to
-// a minute; nullopt when there is none.
+// open, so connecting succeeds, and the next program answers within moments) or stopping
+// (its socket is removed, or refuses connections). Returns a connection to a server that
+// answers on it again, waiting up to a minute; nullopt at once when nothing can be
+// connected to (through ssh: when the remote side cannot connect either).
 std::optional<Connection> reconnect(const HostSpec& host) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
-    if (host.kind == HostSpec::Kind::local && ::access(host.path.c_str(), F_OK) != 0) {
-      return std::nullopt;  // the server removed its socket: it has stopped
+    std::optional<Connection> probe;
+    try {
+      probe.emplace(Connection::open(host));
+    } catch (const std::exception&) {
+      return std::nullopt;  // nobody listens there any more: the server has stopped
     }
     try {
       // Answering a request proves it serves (a connection alone may only sit in the
       // backlog of a socket nobody accepts on any more).
-      Connection probe = Connection::open(host);
       const timeval patience{5, 0};
-      ::setsockopt(probe.client().fd(), SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
-      (void)probe.client().call(to_byte(MsgType::ListRequest), "");
+      ::setsockopt(probe->client().fd(), SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
+      (void)probe->client().call(to_byte(MsgType::ListRequest), "");
       return Connection::open(host);
     } catch (const std::exception&) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (!probe->transport_error().empty()) return std::nullopt;  // no mgmtd over there
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return std::nullopt;
 }
@@ -396,6 +400,7 @@ int cmd_events(Connection& conn, const HostSpec& host, const Options& o, std::os
     }
     if (!f) {
       if (!numbered) break;
+      if (!(again ? *again : conn).transport_error().empty()) break;  // ssh, or no mgmtd there
       auto next = reconnect(host);
       if (!next) break;
       again.reset();
