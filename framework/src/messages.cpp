@@ -149,6 +149,9 @@ void put_entry(Out& o, const Entry& e) {
   n += e.exit_code.has_value();
   n += e.exit_signal.has_value();
   n += !e.last_error.empty();
+  n += !e.health.empty();
+  n += !e.probe.empty();
+  n += !e.status_text.empty();
   put_map(o, n);
   put_key<"id">(o);
   put_str(o, e.id);
@@ -180,12 +183,26 @@ void put_entry(Out& o, const Entry& e) {
     put_key<"last_error">(o);
     put_str(o, e.last_error);
   }
+  if (!e.health.empty()) {
+    put_key<"health">(o);
+    put_str(o, e.health);
+  }
+  if (!e.probe.empty()) {
+    put_key<"probe">(o);
+    put_str(o, e.probe);
+  }
+  if (!e.status_text.empty()) {
+    put_key<"status_text">(o);
+    put_str(o, e.status_text);
+  }
 }
 
 // Most bytes an entry can take: its strings, plus every key (75 bytes together), the map
-// header, four string headers (5 bytes at most) and seven integers (9 at most).
+// header, four string headers (5 bytes at most) and seven integers (9 at most); 48 more
+// for the keys and headers of health, probe and status_text.
 std::size_t entry_bound(const Entry& e) {
-  return 160 + e.id.size() + e.name.size() + e.state.size() + e.last_error.size();
+  return 208 + e.id.size() + e.name.size() + e.state.size() + e.last_error.size() +
+         e.health.size() + e.probe.size() + e.status_text.size();
 }
 
 // Writes with `body` into a string of `bound` bytes, then trims it: one pass, for messages
@@ -255,6 +272,9 @@ void read(const object& o, Entry& e, std::string_view field) {
     else if (k == "exit_code") read(v, e.exit_code, sub(field, k));
     else if (k == "exit_signal") read(v, e.exit_signal, sub(field, k));
     else if (k == "last_error") read(v, e.last_error, sub(field, k));
+    else if (k == "health") read(v, e.health, sub(field, k));
+    else if (k == "probe") read(v, e.probe, sub(field, k));
+    else if (k == "status_text") read(v, e.status_text, sub(field, k));
   });
 }
 

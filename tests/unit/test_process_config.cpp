@@ -191,7 +191,8 @@ TEST_CASE("process config: errors name file, line, column and the fix", "[proces
         "restart_backoff_max, restart_reset_after, stop_timeout, autostart, log_buffer, "
         "log_file_dir, log_max_size, log_max_files, resources, depends_on, user, group, umask, "
         "env_file, clear_env, rlimits, nice, oom_score_adj, stop_signal, stop_group, "
-        "start_seconds, start_retries, success_exit_codes, instances, tty, tty_size)");
+        "start_seconds, start_retries, success_exit_codes, instances, tty, tty_size, ready, "
+        "health)");
   CHECK(error_of("processes:\n  - command: /bin/true\n") ==
         "mgmt.yaml:2:5: a process needs an id, e.g. `id: web`");
   CHECK(error_of("processes:\n  - id: web\n") ==

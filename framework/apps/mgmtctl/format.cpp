@@ -58,6 +58,9 @@ nlohmann::ordered_json entry_json(const mgmt::Entry& e) {
   if (e.exit_code) j["exit_code"] = *e.exit_code;
   if (e.exit_signal) j["exit_signal"] = *e.exit_signal;
   if (!e.last_error.empty()) j["last_error"] = e.last_error;
+  if (!e.health.empty()) j["health"] = e.health;
+  if (!e.probe.empty()) j["probe"] = e.probe;
+  if (!e.status_text.empty()) j["status_text"] = e.status_text;
   return j;
 }
 
@@ -193,6 +196,9 @@ std::string format_status(const mgmt::Entry& e, TimeZone tz, bool color) {
   if (e.started_at != 0) lines.emplace_back("Started:", format_time(e.started_at, tz));
   if (auto ex = format_exit(e); !ex.empty()) lines.emplace_back("Last exit:", std::move(ex));
   if (!e.last_error.empty()) lines.emplace_back("Last error:", e.last_error);
+  if (!e.health.empty()) lines.emplace_back("Health:", e.health);
+  if (!e.probe.empty()) lines.emplace_back("Probe:", e.probe);
+  if (!e.status_text.empty()) lines.emplace_back("Notify:", e.status_text);
 
   // One fixed value column (the longest label possible, plus a space) so that scripts
   // see the same layout whichever extension fields a server sends.

@@ -63,6 +63,12 @@ struct Entry {
   std::optional<std::int64_t> exit_code;      // "exit_code", of the last exit
   std::optional<std::int64_t> exit_signal;    // "exit_signal", signal that ended the last run
   std::string last_error;                     // "last_error", e.g. a spawn failure
+  // Sent only when non-empty: "health" (starting, healthy, unhealthy, none: not running;
+  // absent without a health check), "probe" (the last readiness or health probe's result),
+  // "status_text" (a notify child's last STATUS=).
+  std::string health;
+  std::string probe;
+  std::string status_text;
 };
 
 struct ListRequest {};

@@ -53,6 +53,7 @@ struct ChildSetup {
   pid_t parent;
   int devnull, out, err, status;
   int tty;  // the terminal's slave side, -1 without tty
+  int ready_fd, ready_fd_number;  // -1: none (ExecPlan::ready_fd)
   const RLimit* rlimits;
   std::size_t rlimit_count;
   bool set_nice;
@@ -178,6 +179,13 @@ void cloexec_from(int from) {
   }
   // Whatever else the server had open (without O_CLOEXEC) must not leak into the child.
   if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) cloexec_from(3);
+  // The readiness pipe (s6) stays open across exec as fd N: dup2 clears FD_CLOEXEC on N.
+  if (c.ready_fd >= 0) {
+    const int done = c.ready_fd == c.ready_fd_number
+                         ? ::fcntl(c.ready_fd, F_SETFD, 0)
+                         : ::dup2(c.ready_fd, c.ready_fd_number);
+    if (done < 0) fail(ExecFailure::setup, errno);
+  }
   // Limits and priority while still privileged (raising a hard limit, a negative nice, a
   // lower oom_score_adj need root), then the switch of user.
   for (std::size_t i = 0; i < c.rlimit_count; ++i) {
@@ -327,6 +335,12 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
   }
   UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!devnull || !lift(devnull)) return "open /dev/null: " + errno_text(errno);
+  // The status pipe is written after the readiness pipe has become fd N: keep it off N.
+  if (plan.ready_fd >= 0 && status_w.get() == plan.ready_fd_number) {
+    const int moved = ::fcntl(status_w.get(), F_DUPFD_CLOEXEC, plan.ready_fd_number + 1);
+    if (moved < 0) return "fcntl: " + errno_text(errno);
+    status_w.reset(moved);
+  }
   for (const UniqueFd* fd : {&c.streams_[out], &c.streams_[err], &c.status_}) {
     if (*fd && !set_nonblocking(fd->get())) return "fcntl: " + errno_text(errno);
   }
@@ -349,6 +363,8 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
       err_w.get(),
       status_w.get(),
       tty.get(),
+      plan.ready_fd,
+      plan.ready_fd_number,
       plan.rlimits.data(),
       plan.rlimits.size(),
       plan.nice.has_value(),

@@ -31,6 +31,9 @@ struct ExecPlan {
   bool tty = false;   // a pseudo-terminal for stdin, stdout and stderr
   std::uint16_t tty_cols = 80;
   std::uint16_t tty_rows = 24;
+  // `ready: {fd: N}`: this descriptor (a pipe's write end, ours) becomes fd N in the child.
+  int ready_fd = -1;
+  int ready_fd_number = -1;
 };
 
 // Builds the environment (mgmtd's `base_env`, or only its PATH with clear_env; then the

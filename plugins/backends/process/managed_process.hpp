@@ -17,6 +17,7 @@
 #include "log_ring.hpp"
 #include "mgmt/backend.hpp"
 #include "mgmt/messages.hpp"
+#include "probes.hpp"
 #include "process_config.hpp"
 
 namespace mgmt::process {
@@ -78,6 +79,7 @@ struct TimedChunk {
   std::optional<SteadyTime> up_at;       // state starting: running once start_seconds passed
   std::uint32_t start_failures = 0;      // exits before start_seconds, since the last good start
   EnvVars env_file_vars;                 // what the env files held when the child started
+  ProbeState probe;                      // readiness and health of the current child
 
   std::optional<SteadyTime> restart_at;  // state restarting
   std::optional<SteadyTime> kill_at;     // state stopping: SIGKILL the group then
@@ -126,6 +128,9 @@ struct TimedChunk {
     e.exit_code = exit_code;
     e.exit_signal = exit_signal;
     e.last_error = last_error;
+    if (spec.health) e.health = child && !exec_failed ? probe.health : "none";
+    e.probe = probe.last;
+    e.status_text = probe.status_text;
     return e;
   }
 };

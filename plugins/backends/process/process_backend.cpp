@@ -959,6 +959,8 @@ void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   }
   auto plan = make_exec_plan(p.spec, environ, file_env);
   if (auto* err = std::get_if<std::string>(&plan)) return fail_start(p, *err, done);
+  ProbeSetup probes;
+  if (!prepare_probes(p, std::get<ExecPlan>(plan), probes)) return fail_start(p, probes.error, done);
   // Forked by the main thread when mgmtd offers it, so that children survive an in-place
   // upgrade (see PluginEnv::on_main_thread).
   std::variant<Child, std::string> child = std::string("mgmtd is exiting");
@@ -979,6 +981,7 @@ void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   if (p.spec.resources.max_rss > 0) p.sample_at = p.run_started + p.spec.resources.sample_interval;
   changed();  // a pid and a start time
   groups_changed();
+  watch_probes(p, std::move(probes));
   if (log_) mgmt::log::debug(*log_, "process {}: spawned pid {}", p.spec.id, p.child->pid());
 }
 
@@ -1005,6 +1008,7 @@ void ProcessBackend::on_exec_status(ManagedProcess& p, Completions& done) {
       p.up_at = p.run_started + p.spec.start_seconds;
       return;
     }
+    if (awaiting_ready(p)) return;  // running once ready (mark_ready)
     return now_running(p, done);
   } else if (p.spec.start_seconds.count() > 0) {
     // Stopped before its exec was even seen: short of start_seconds, so the start did not
@@ -1030,7 +1034,9 @@ void ProcessBackend::failed_start(ManagedProcess& p, const std::string& how,
                                   steady_clock::duration ran_for, Completions& done) {
   const std::string early =
       how + " after " + std::to_string(std::chrono::duration_cast<milliseconds>(ran_for).count()) +
-      " ms, before start_seconds (" + std::to_string(p.spec.start_seconds.count()) + " ms)";
+      (p.spec.ready ? std::string(" ms, before it was ready")
+                    : " ms, before start_seconds (" +
+                          std::to_string(p.spec.start_seconds.count()) + " ms)");
   p.state = state::crashed;
   emit(&p, event::crashed, early);
   if (shutting_down_) {
@@ -1078,6 +1084,7 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
       return;
     }
     const std::string_view chunk(read_buf_.get(), static_cast<std::size_t>(n));
+    if (p.spec.ready) watch_log(p, s, chunk);
     // Followers get every chunk whole: with one listening, nothing is lost unread.
     const std::int64_t now = unix_nanos();
     p.logs[s].append(now, chunk, p.followers[s].has_subscribers(), p.last_stream == s);
@@ -1162,6 +1169,7 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
   const bool exec_failed = p.exec_failed;
   const auto ran_for = steady_clock::now() - p.run_started;
   p.child.reset();
+  end_probes(p);
   changed();  // no pid any more; the state, exit code and signal follow below, still locked
   groups_changed();
   if (p.abandoned && log_) {
@@ -1255,7 +1263,9 @@ void ProcessBackend::on_timers(SteadyTime now, Completions& done) {
     }
     if (p.up_at && now >= *p.up_at) {
       p.up_at.reset();
-      if (p.child && !p.exec_failed && p.state == state::starting) now_running(p, done);
+      if (p.child && !p.exec_failed && p.state == state::starting && !awaiting_ready(p)) {
+        now_running(p, done);
+      }
     }
     if (p.kill_at && now >= *p.kill_at && p.child) {
       p.kill_at.reset();

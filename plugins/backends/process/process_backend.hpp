@@ -73,6 +73,7 @@
 #include "managed_process.hpp"
 #include "mgmt/backend.hpp"
 #include "mgmt/plugin.hpp"
+#include "probes.hpp"
 #include "process_config.hpp"
 #include "unique_fd.hpp"
 
@@ -192,6 +193,24 @@ class ProcessBackend final : public Backend {
   void refresh_rss();
   // Asks the supervisor thread for refresh_rss() if the sample is older than kRssMaxAge.
   void want_fresh_rss();
+  // Readiness and health (readiness.cpp; the probes run on prober_'s thread, see
+  // probes.hpp). Before the fork: the probes' descriptors and environment go into `plan`;
+  // false (setup.error says why) when they cannot be made.
+  bool prepare_probes(const ManagedProcess& p, ExecPlan& plan, ProbeSetup& setup);
+  // After the fork: the prober watches the new child.
+  void watch_probes(ManagedProcess& p, ProbeSetup setup);
+  void end_probes(ManagedProcess& p);  // the child is gone
+  // A start with `ready:` counts (state running, start waiters answered, dependents
+  // started) only once it is ready.
+  static bool awaiting_ready(const ManagedProcess& p) {
+    return p.spec.ready && !p.probe.ready_seen;
+  }
+  void mark_ready(ManagedProcess& p, const std::string& how, std::chrono::milliseconds took);
+  // `ready: {log: ...}`: a chunk of the child's output (supervisor thread).
+  void watch_log(ManagedProcess& p, int stream, std::string_view chunk);
+  // Results of the probe thread, applied under mu_.
+  void on_probe_reports(std::vector<ProbeReport>& reports);
+
   // Something list() shows changed (call with mu_ held, after the change).
   void changed() { version_.fetch_add(1, std::memory_order_release); }
 
@@ -250,6 +269,10 @@ class ProcessBackend final : public Backend {
   std::function<bool(const std::function<void()>&)> fork_on_main_;
   bool handed_off_ = false;  // guarded by shutdown_mu_: frozen for an exec, never shut down
   std::thread supervisor_;
+  // Last, so destroyed first: its thread, which reports under mu_, ends while every other
+  // member is still there.
+  std::unique_ptr<Prober> prober_ =
+      std::make_unique<Prober>([this](std::vector<ProbeReport>& r) { on_probe_reports(r); });
 };
 
 }  // namespace mgmt::process

@@ -525,7 +525,7 @@ class Reader {
                     "resources", "depends_on", "user", "group", "umask", "env_file", "clear_env",
                     "rlimits", "nice", "oom_score_adj", "stop_signal", "stop_group",
                     "start_seconds", "start_retries", "success_exit_codes", "instances", "tty",
-                    "tty_size"},
+                    "tty_size", "ready", "health"},
                    "a process");
     ProcessSpec p;
     p.log_buffer = default_log_buffer;
@@ -599,6 +599,15 @@ class Reader {
     if (const auto* v = f["tty_size"]) {
       if (!p.tty) fail(*v, "tty_size needs `tty: true`");
       tty_size(*v, p);
+    }
+    if (const auto* v = f["ready"]) p.ready = parse_ready(*v, file_);
+    if (const auto* v = f["health"]) {
+      p.health = parse_health(*v, file_);
+      if (p.health->watchdog.count() > 0 &&
+          (!p.ready || p.ready->probe.kind != Probe::Kind::notify)) {
+        fail((*v)["watchdog"], "health.watchdog needs `ready: {notify: true}` (the child sends "
+                               "WATCHDOG=1 to $NOTIFY_SOCKET)");
+      }
     }
     instances = 0;
     if (const auto* v = f["instances"]) {
@@ -841,6 +850,8 @@ std::vector<std::string> changed_fields(const ProcessSpec& a, const ProcessSpec&
   diff(a.instance != b.instance, "instances");
   diff(a.tty != b.tty, "tty");
   diff(a.tty_cols != b.tty_cols || a.tty_rows != b.tty_rows, "tty_size");
+  diff(a.ready != b.ready, "ready");
+  diff(a.health != b.health, "health");
   // A field added to ProcessSpec but not above: count it as one that needs a restart.
   if (out.empty() && !(a == b)) out.emplace_back("(other)");
   return out;

@@ -14,6 +14,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "mgmt/units.hpp"
+#include "probe_spec.hpp"
 
 namespace mgmt::process {
 
@@ -134,6 +135,10 @@ struct ProcessSpec {
   bool tty = false;
   std::uint16_t tty_cols = 80;
   std::uint16_t tty_rows = 24;
+
+  // Readiness (`starting` until it passes) and health checks (probe_spec.hpp).
+  std::optional<ReadyCheck> ready;
+  std::optional<HealthCheck> health;
 
   // Every field, in order (a reordered args, env or depends_on is a change). A live reload
   // (ProcessBackend::reconfigure) leaves a process whose spec compares equal untouched.
