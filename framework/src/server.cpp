@@ -331,6 +331,7 @@ void Server::Impl::accept() {
 }
 
 // True (and logged, rate-limited) when a new connection is refused. The server's owner and
+  m.signals.add(SIGUSR1);  // reopen the log files (logrotate)
 // root are held only to max_connections; everyone else also to the per-uid cap, and kept
 // out of the last reserved_connections slots, so that no other user can lock the operator
 // out.
@@ -429,6 +430,11 @@ void Server::Impl::begin_shutdown(const char* why) {
     asio::post(io, [this] { finish_shutdown(); });
   });
 }
+    } else if (sig == SIGUSR1) {
+      mgmt::log::info(*log, "SIGUSR1: reopening log files");
+      if (auto err = backend.reopen_logs(); !err.empty()) {
+        mgmt::log::error(*log, "SIGUSR1: {}", err);
+      }
 
 void Server::Impl::finish_shutdown() {
   if (backend_stopper.joinable()) backend_stopper.join();

@@ -2,7 +2,10 @@
 // (snapshot and follow), -t, --json, several ids.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+
 #include <chrono>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <regex>
 
@@ -190,4 +193,34 @@ TEST_CASE("mgmtctl logs with several ids prefixes each line with its id", "[logs
   for (const auto& l : split_lines(followed.out)) {
     CHECK((l.rfind("web | ", 0) == 0 || l.rfind("db  | ", 0) == 0));
   }
+}
+
+TEST_CASE("SIGUSR1 reopens the log files: logrotate without copytruncate; log_timestamps",
+          "[logs][logs_time][logrotate]") {
+  TempDir logs;
+  Mgmtd d("backend:\n"
+          "  plugin: process\n"
+          "  config:\n"
+          "    log_file_dir: " + logs.path() + "\n"
+          "    log_timestamps: true\n"
+          "    processes:\n" +
+          ticker_processes("web"));
+  const std::string live = logs.file("web.stdout.log");
+  REQUIRE(wait_until([&] { return read_file(live).find("tick 1\n") != std::string::npos; }, 20s));
+  // log_timestamps: every line starts with its capture time.
+  const std::regex stamped(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z tick \d+$)");
+  for (const auto& l : split_lines(read_file(live))) CHECK(std::regex_match(l, stamped));
+
+  // logrotate moves the file away, then signals.
+  const std::string moved = logs.file("web.stdout.log.1");
+  REQUIRE(::rename(live.c_str(), moved.c_str()) == 0);
+  REQUIRE(::kill(d.pid(), SIGUSR1) == 0);
+  REQUIRE(wait_until([&] { return read_file(live).find(" tick ") != std::string::npos; }, 20s));
+  // What the old file had once the new one was made stays as it is from then on: wait for
+  // more lines in the new file and check the old one did not grow.
+  const std::string old_then = read_file(moved);
+  REQUIRE(wait_until([&] { return split_lines(read_file(live)).size() >= 3; }, 20s));
+  CHECK(read_file(moved) == old_then);
+  CHECK(d.log().find("SIGUSR1: reopening log files") != std::string::npos);
+  CHECK(d.terminate() == 0);
 }

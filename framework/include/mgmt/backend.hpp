@@ -165,7 +165,12 @@ class Backend {
     return "this backend cannot adopt processes from another program";
   }
 
-  // ---- Log times (ABI 3) ----------------------------------------------------------------
+  // ---- Log files and times (ABI 3) ----------------------------------------------------
+  // Closes every log file the backend writes, so that the next write opens it again by its
+  // path (logrotate's postrotate: SIGUSR1 to mgmtd). Returns "" or what failed. Called on
+  // the I/O thread: must not block. The default has no files.
+  virtual std::string reopen_logs() { return {}; }
+
   // logs() with the capture times of the snapshot's bytes in `times`, flat pairs [offset in
   // `out`, unix nanos, ...] (offsets rising, the first 0; empty when the backend keeps no
   // times: the default).

@@ -13,7 +13,7 @@
 // new headers do not bump it. (2: Backend::list_version and Exchange::push_parts. 3: the
 // in-place upgrade: Backend::handoff_version/handoff/adopt, the Handoff struct,
 // PluginEnv::on_main_thread, ServerInfo::upgraded_at/upgrades/upgrade; log times:
-// Backend::logs_timed/follow_logs_timed, FollowResult::times.) Both sides must also use the same C++ standard library
+// Backend::logs_timed/follow_logs_timed/reopen_logs, FollowResult::times.) Both sides must also use the same C++ standard library
 // (libstdc++ on Debian): std::string, std::vector, std::function and std::shared_ptr cross
 // the boundary.
 //

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <system_error>
 
@@ -51,6 +52,36 @@ std::string LogFile::rotate() {
     }
   }
   return open();
+}
+
+std::string LogFile::write(std::string_view bytes, std::int64_t ts_ns) {
+  if (!timestamps_ || bytes.empty()) return write(bytes);
+  // 2026-01-02T03:04:05.123456Z
+  std::int64_t secs = ts_ns / 1'000'000'000;
+  std::int64_t frac = ts_ns % 1'000'000'000;
+  if (frac < 0) {
+    frac += 1'000'000'000;
+    --secs;
+  }
+  const auto t = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char stamp[48];
+  std::size_t n = std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+  n += static_cast<std::size_t>(std::snprintf(stamp + n, sizeof stamp - n, ".%06lldZ ",
+                                              static_cast<long long>(frac / 1000)));
+  std::string out;
+  out.reserve(bytes.size() + n * 2);
+  std::size_t at = 0;
+  while (at < bytes.size()) {
+    if (at_line_start_) out.append(stamp, n);
+    const std::size_t nl = bytes.find('\n', at);
+    const std::size_t end = nl == std::string_view::npos ? bytes.size() : nl + 1;
+    out.append(bytes.substr(at, end - at));
+    at_line_start_ = nl != std::string_view::npos;
+    at = end;
+  }
+  return write(out);
 }
 
 std::string LogFile::write(std::string_view bytes) {

@@ -20,9 +20,14 @@ class LogFile {
   // creates its folder, on first use; a file left by an earlier run is appended to.
   // Returns "" or what failed ("open /var/log/x/web.stdout.log: Permission denied").
   std::string write(std::string_view bytes);
+  // write() with, when timestamps are on, the capture time `ts_ns` (RFC 3339, UTC,
+  // microseconds, then a space) before each line that starts in `bytes`.
+  std::string write(std::string_view bytes, std::int64_t ts_ns);
+  void set_timestamps(bool on) noexcept { timestamps_ = on; }
 
   const std::string& path() const noexcept { return path_; }
-  // Closes the file; the next write opens it again.
+  // Closes the file; the next write opens it again (by its path: after logrotate moved it
+  // away, a new file).
   void close() noexcept { fd_.reset(); }
 
  private:
@@ -34,6 +39,8 @@ class LogFile {
   std::uint32_t max_files_;
   UniqueFd fd_;
   std::uint64_t size_ = 0;
+  bool timestamps_ = false;
+  bool at_line_start_ = true;  // the next byte written starts a line
 };
 
 }  // namespace mgmt::process

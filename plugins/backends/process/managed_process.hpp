@@ -114,6 +114,7 @@ struct TimedChunk {
       files[i].emplace(spec.log_files.dir + "/" + spec.id + (i == 0 ? ".stdout" : ".stderr") +
                            ".log",
                        spec.log_files.max_size, spec.log_files.max_files);
+      files[i]->set_timestamps(spec.log_files.timestamps);
     }
   }
 

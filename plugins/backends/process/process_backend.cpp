@@ -383,6 +383,18 @@ std::string ProcessBackend::logs_timed(const LogQuery& q, std::string& out,
   return {};
 }
 
+std::string ProcessBackend::reopen_logs() {
+  // The files are written under mu_ (on_output): closed here, each is opened again by its
+  // path at its next write.
+  std::lock_guard lock(mu_);
+  for (auto& p : procs_) {
+    for (auto& f : p->files) {
+      if (f) f->close();
+    }
+  }
+  return {};
+}
+
 FollowResult ProcessBackend::follow_logs(const LogQuery& q,
                                          std::function<void(std::string_view)> on_chunk) {
   return follow_logs_timed(
@@ -1090,7 +1102,7 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
     p.logs[s].append(now, chunk, p.followers[s].has_subscribers(), p.last_stream == s);
     p.last_stream = s;
     if (p.files[s]) {
-      const std::string err = p.files[s]->write(chunk);
+      const std::string err = p.files[s]->write(chunk, now);
       if (!err.empty() && !p.file_error_reported[s]) {
         p.file_error_reported[s] = true;  // once per run, not once per chunk
         p.last_error = "log file: " + err;

@@ -108,6 +108,7 @@ class ProcessBackend final : public Backend {
   std::string logs_timed(const LogQuery& q, std::string& out,
                          std::vector<std::int64_t>& times) override;
   FollowResult follow_logs_timed(
+  std::string reopen_logs() override;
       const LogQuery& q,
       std::function<void(std::string_view chunk, std::int64_t ts_ns)> on_chunk) override;
       std::function<void(const Event&)> on_event) override;

@@ -49,6 +49,7 @@ struct LogFiles {
   std::string dir;  // "" = no files
   std::uint64_t max_size = kDefaultLogMaxSize;  // rotate when a write would pass this
   std::uint32_t max_files = kDefaultLogMaxFiles;  // rotated files kept besides the live one
+  bool timestamps = false;  // log_timestamps: the capture time before each line
 
   bool operator==(const LogFiles&) const = default;
 };
