@@ -216,7 +216,7 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
     std::string runtime_dir;
     if (const auto server = root["server"]) {
       if (!server.IsMap()) r.fail(server, "server must be a map");
-      r.only_keys(server, {"socket", "runtime_dir", "write_hint"}, "server");
+      r.only_keys(server, {"socket", "runtime_dir", "write_hint", "io_threads"}, "server");
       if (server["socket"] && server["runtime_dir"]) {
         r.fail(server["runtime_dir"], "give either server.socket or server.runtime_dir, not both");
       }
@@ -225,6 +225,18 @@ ServerConfig parse_config(const std::string& text, const std::string& file,
         runtime_dir = absolute_from(base_dir, r.scalar(server["runtime_dir"], "server.runtime_dir"));
       }
       if (server["write_hint"]) cfg.write_hint = r.boolean(server["write_hint"], "server.write_hint");
+      if (const auto n = server["io_threads"]) {
+        const std::string v = r.scalar(n, "server.io_threads");
+        unsigned t = 0;
+        const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), t);
+        if (v == "auto") {
+          t = 0;  // one per core, counted at start
+        } else if (ec != std::errc() || end != v.data() + v.size() || t < 1 || t > 64) {
+          r.fail(n, "server.io_threads must be a number of threads from 1 to 64, or auto (got \"" +
+                        v + "\")");
+        }
+        cfg.limits.io_threads = t;
+      }
     }
     if (cfg.socket_path.empty()) {
       if (runtime_dir.empty()) runtime_dir = default_runtime_dir();

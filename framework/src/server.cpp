@@ -9,6 +9,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
@@ -113,16 +114,42 @@ struct Server::Impl {
         trim_timer(io),
         access(::geteuid(), opts.access.rules),
         log_limit(io, log),
-        host{io,  dispatcher.get(), opts.limits, access, stats, log,
-             [this](Session* s) { session_closed(s); }, resolved_streams(opts), log_limit,
-             queued, spilled} {
+        host{io,     io,  &host, dispatcher.get(), opts.limits, access, stats, log,
+             nullptr, resolved_streams(opts), log_limit, queued, spilled} {
     queued.limit = opts.limits.queue_total();
     spilled.limit = opts.streams.spill_quota_total;
+    // server.io_threads: this thread is the first; the others each get a context of their
+    // own, whose sessions hand their requests to this one.
+    unsigned n = opts.limits.io_threads;
+    if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 1; i < n; ++i) {
+      shards.push_back(std::make_unique<Shard>(*this));
+    }
   }
+
+  // An I/O thread beyond the first: its own context, sessions and copy of the limits.
+  struct Shard {
+    explicit Shard(Impl& m)
+        : io(1),
+          host{io,      m.io,  &m.host, nullptr, m.opts.limits, m.access, m.stats, m.log,
+               nullptr, m.host.streams, m.log_limit, m.queued, m.spilled},
+          work(io.get_executor()) {}
+    asio::io_context io;
+    SessionHost host;
+    std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+    std::thread thread;
+  };
 
   void accept();
   bool refused(asio::local::stream_protocol::socket& sock);
-  void session_closed(Session* s);
+  void session_closed(std::uint64_t id, std::int64_t uid);
+  // Runs `f(s)` on the session's own context (at once when that is this thread's).
+  template <class F>
+  static void on_session(const std::shared_ptr<Session>& s, F f) {
+    asio::dispatch(s->context(), [s, f = std::move(f)]() mutable { f(*s); });
+  }
+  void start_io_threads();
+  void stop_io_threads();
   void begin_shutdown(const char* why);
   void finish_shutdown();
   void wait_signal();
@@ -148,7 +175,7 @@ struct Server::Impl {
   static constexpr std::chrono::seconds kDrainStall{3};
   static constexpr std::chrono::seconds kDrainMax{30};
   std::chrono::steady_clock::time_point drain_deadline{};
-  std::unordered_map<Session*, std::uint64_t> drain_progress;  // written() at the last check
+  std::unordered_map<std::uint64_t, std::uint64_t> drain_progress;  // written() at the last check
   // Memory given back after connections close (see trim_soon()).
   asio::steady_timer trim_timer;
   bool trim_armed = false;
@@ -164,7 +191,13 @@ struct Server::Impl {
   Budget queued;
   Budget spilled;
   SessionHost host;
-  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
+  // Declared after what their sessions use, so that sessions still queued on them at
+  // destruction go before those.
+  std::vector<std::unique_ptr<Shard>> shards;
+  std::size_t next_context = 0;  // round-robin over this context and the shards'
+  // By id, not address: a session on another context is forgotten here only when its
+  // close has been posted back, by which time a new one may have its address.
+  std::unordered_map<std::uint64_t, std::weak_ptr<Session>> sessions;
   std::unordered_map<std::int64_t, std::size_t> per_uid;  // open sessions by peer uid
   std::uint64_t next_id = 1;
   bool listening = false;
@@ -298,11 +331,16 @@ void Server::ready_to_serve() {
   m.signals.add(SIGTERM);
   m.signals.add(SIGHUP);
   m.signals.add(SIGUSR2);
+  m.signals.add(SIGUSR1);  // reopen the log files (logrotate)
 }
 
 void Server::Impl::accept() {
-  acceptor.async_accept([this](const boost::system::error_code& ec,
-                               asio::local::stream_protocol::socket sock) {
+  // The next connection's context, round-robin; its socket is registered there.
+  const std::size_t pick = next_context++ % (shards.size() + 1);
+  SessionHost& target = pick == 0 ? host : shards[pick - 1]->host;
+  acceptor.async_accept(asio::any_io_executor(target.io.get_executor()),
+                        [this, &target](const boost::system::error_code& ec,
+                                        asio::local::stream_protocol::socket sock) {
     if (ec) {
       if (ec == asio::error::operation_aborted || shutting_down) return;
       mgmt::log::warn(*log, "accept failed: {}", ec.message());
@@ -321,17 +359,16 @@ void Server::Impl::accept() {
       boost::system::error_code ignored;
       sock.close(ignored);
     } else {
-      auto s = std::make_shared<Session>(std::move(sock), host, next_id++);
-      sessions.emplace(s.get(), s);
+      auto s = std::make_shared<Session>(std::move(sock), target, next_id++);
+      sessions.emplace(s->id(), s);
       ++per_uid[s->peer_uid()];
-      s->start();
+      on_session(s, [](Session& x) { x.start(); });
     }
     accept();
   });
 }
 
 // True (and logged, rate-limited) when a new connection is refused. The server's owner and
-  m.signals.add(SIGUSR1);  // reopen the log files (logrotate)
 // root are held only to max_connections; everyone else also to the per-uid cap, and kept
 // out of the last reserved_connections slots, so that no other user can lock the operator
 // out.
@@ -376,9 +413,9 @@ bool Server::Impl::refused(asio::local::stream_protocol::socket& sock) {
   return false;
 }
 
-void Server::Impl::session_closed(Session* s) {
-  if (sessions.erase(s) == 0) return;
-  const auto it = per_uid.find(s->peer_uid());
+void Server::Impl::session_closed(std::uint64_t id, std::int64_t uid) {
+  if (sessions.erase(id) == 0) return;
+  const auto it = per_uid.find(uid);
   if (it != per_uid.end() && --it->second == 0) per_uid.erase(it);
 }
 
@@ -392,6 +429,11 @@ void Server::Impl::wait_signal() {
       } else {
         mgmt::log::warn(
             *log, "SIGHUP: configuration reload is not supported here; restart to apply changes");
+      }
+    } else if (sig == SIGUSR1) {
+      mgmt::log::info(*log, "SIGUSR1: reopening log files");
+      if (auto err = backend.reopen_logs(); !err.empty()) {
+        mgmt::log::error(*log, "SIGUSR1: {}", err);
       }
     } else if (sig == SIGUSR2) {
       if (upgrade) {
@@ -430,11 +472,6 @@ void Server::Impl::begin_shutdown(const char* why) {
     asio::post(io, [this] { finish_shutdown(); });
   });
 }
-    } else if (sig == SIGUSR1) {
-      mgmt::log::info(*log, "SIGUSR1: reopening log files");
-      if (auto err = backend.reopen_logs(); !err.empty()) {
-        mgmt::log::error(*log, "SIGUSR1: {}", err);
-      }
 
 void Server::Impl::finish_shutdown() {
   if (backend_stopper.joinable()) backend_stopper.join();
@@ -443,13 +480,13 @@ void Server::Impl::finish_shutdown() {
   for (auto& [p, w] : sessions) {
     if (auto s = w.lock()) live.push_back(std::move(s));
   }
-  for (auto& s : live) s->shutdown();
+  for (auto& s : live) on_session(s, [](Session& x) { x.shutdown(); });
   trim_timer.cancel();
   for (auto& t : tickers) t->cancel();
   drain_timer.cancel();
   drain_deadline = std::chrono::steady_clock::now() + kDrainMax;
   drain_progress.clear();
-  for (auto& s : live) drain_progress.emplace(s.get(), s->written());
+  for (auto& s : live) drain_progress.emplace(s->id(), s->written());
   check_drain();
   signals.cancel();
   shutdown_work.reset();
@@ -460,9 +497,8 @@ void Server::Impl::finish_shutdown() {
 void Server::run() {
   auto& m = *impl_;
   m.wait_signal();  // listen() put SIGINT, SIGTERM and SIGHUP in the set
-  m.accept();
-  m.host.on_closed = [&m](Session* s) {
-    m.session_closed(s);
+  auto closed = [&m](std::uint64_t id, std::int64_t uid) {
+    m.session_closed(id, uid);
     // Its exchanges and streams are gone: a handler replaced by a reload may be unused now.
     // Later, from the event loop, where no plugin code is on the stack.
     if (!m.retired.empty()) asio::post(m.io, [&m] { m.release_retired(); });
@@ -471,8 +507,37 @@ void Server::run() {
       m.drain_timer.cancel();
     }
   };
+  m.host.on_closed = [closed](Session* s) { closed(s->id(), s->peer_uid()); };
+  for (auto& sh : m.shards) {
+    sh->host.on_closed = [&m, closed](Session* s) {
+      asio::post(m.io, [closed, id = s->id(), uid = s->peer_uid()] { closed(id, uid); });
+    };
+  }
+  m.start_io_threads();
+  m.accept();
   m.io.run();
+  m.stop_io_threads();
   mgmt::log::info(*m.log, "stopped");
+}
+
+void Server::Impl::start_io_threads() {
+  for (auto& sh : shards) {
+    sh->thread = std::thread([&io = sh->io] { io.run(); });
+  }
+}
+
+// After the dispatch context has stopped: whatever is still open on the other contexts
+// (an upgrade closes what it waited for; a drain that ended has none) is closed there,
+// then their threads finish what is left and are joined.
+void Server::Impl::stop_io_threads() {
+  if (shards.empty()) return;
+  for (auto& [id, w] : sessions) {
+    if (auto s = w.lock()) on_session(s, [](Session& x) { x.close("server stopped"); });
+  }
+  for (auto& sh : shards) sh->work.reset();
+  for (auto& sh : shards) {
+    if (sh->thread.joinable()) sh->thread.join();
+  }
 }
 
 const ServerStats& Server::stats() const { return impl_->stats; }
@@ -505,7 +570,7 @@ void Server::Impl::check_drain() {
     if (ec) return;
     const bool overdue = std::chrono::steady_clock::now() >= drain_deadline;
     std::vector<std::shared_ptr<Session>> stalled;
-    std::unordered_map<Session*, std::uint64_t> progress;
+    std::unordered_map<std::uint64_t, std::uint64_t> progress;
     for (auto& [p, w] : sessions) {
       auto s = w.lock();
       if (!s) continue;
@@ -523,7 +588,7 @@ void Server::Impl::check_drain() {
                                     std::to_string(kDrainMax.count()) + " s"
                               : "read nothing for " + std::to_string(kDrainStall.count()) + " s");
     }
-    for (auto& s : stalled) s->close("drain timeout");
+    for (auto& s : stalled) on_session(s, [](Session& x) { x.close("drain timeout"); });
     if (!sessions.empty()) check_drain();
   });
 }
@@ -552,6 +617,10 @@ void Server::update(const Limits& limits, const AccessConfig& access) {
   auto& m = *impl_;
   m.opts.limits = limits;
   m.opts.access = access;
+  m.host.limits = limits;
+  for (auto& sh : m.shards) {
+    asio::post(sh->io, [h = &sh->host, limits] { h->limits = limits; });
+  }
   m.queued.limit = limits.queue_total();
   m.access = AccessPolicy(::geteuid(), access.rules);
 }
@@ -582,13 +651,13 @@ int Server::end_for_upgrade() {
   }
   // Idle connections close at once; answers under way (the upgrade command's own) and
   // stream backlogs get a moment. A stream client resumes from the next program anyway.
-  for (auto& s : live) s->shutdown();
+  for (auto& s : live) Impl::on_session(s, [](Session& x) { x.shutdown(); });
   auto finish = [&m] {
     std::vector<std::shared_ptr<Session>> left;
     for (auto& [p, w] : m.sessions) {
       if (auto s = w.lock()) left.push_back(std::move(s));
     }
-    for (auto& s : left) s->close("mgmtd is upgrading");
+    for (auto& s : left) Impl::on_session(s, [](Session& x) { x.close("mgmtd is upgrading"); });
     m.io.stop();
   };
   if (m.sessions.empty()) {

@@ -51,6 +51,10 @@ class SessionExchange final : public Exchange {
 
   void reply(std::uint8_t type, std::string payload) override {
     if (answered_.exchange(true)) return;
+    if (!session_->on_dispatch()) {
+      session_->reply_direct(type, seq_, payload);
+      return;
+    }
     post([type, seq = seq_, p = std::move(payload)](Session& s) mutable {
       s.on_reply(type, seq, std::move(p));
     });
@@ -143,7 +147,9 @@ constexpr const char* kStuckReader = "stream reader to be disconnected reads not
 
 SpillQueue::Options queue_options(const SessionHost& host, std::uint64_t id) {
   SpillQueue::Options o;
-  o.memory_limit = host.limits.max_queue_bytes;
+  // The dispatch host's copy: sessions are made on the dispatch context (at accept), and
+  // another context's copy may be being replaced by a reload meanwhile.
+  o.memory_limit = host.dispatch_host->limits.max_queue_bytes;
   o.spill_quota = host.streams.spill_quota;
   if (!host.streams.spill_dir.empty()) {
     o.spill_path = host.streams.spill_dir + "/conn-" + std::to_string(::getpid()) + "-" +
@@ -190,10 +196,11 @@ constexpr std::chrono::seconds kLogWindow{1};
 }  // namespace
 
 LogLimiter::LogLimiter(asio::io_context& io, std::shared_ptr<spdlog::logger> log)
-    : log_(std::move(log)), timer_(io) {}
+    : log_(std::move(log)), io_(io), timer_(io) {}
 
 bool LogLimiter::allow(Kind kind) {
   const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mu_);
   Window& w = windows_[static_cast<std::size_t>(kind)];
   if (now - w.began >= kLogWindow) {
     if (w.suppressed > 0) summarise(now);  // the timer has not fired yet
@@ -228,17 +235,22 @@ void LogLimiter::arm() {
   }
   if (first_end == std::chrono::steady_clock::time_point::max()) return;
   armed_ = true;
-  timer_.expires_at(first_end);
-  timer_.async_wait([this](const boost::system::error_code& ec) {
-    armed_ = false;
-    if (ec) return;
-    summarise(std::chrono::steady_clock::now());
-    arm();
+  // The timer is io_'s: a session on another I/O thread arms it from there.
+  asio::dispatch(io_, [this, first_end] {
+    timer_.expires_at(first_end);
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+      std::lock_guard lock(mu_);
+      armed_ = false;
+      if (ec) return;
+      summarise(std::chrono::steady_clock::now());
+      arm();
+    });
   });
 }
 
 Session::Session(Socket socket, SessionHost& host, std::uint64_t id)
-    : socket_(std::move(socket)), host_(host), id_(id), timer_(host.io),
+    : socket_(std::move(socket)), fd_(socket_.native_handle()), host_(host), id_(id),
+      timer_(host.io),
       q_(queue_options(host, id)) {
   ucred cred{};
   socklen_t len = sizeof cred;
@@ -455,10 +467,37 @@ void Session::dispatch() {
   const std::uint8_t type = header_.type;
   request_started_ = std::chrono::steady_clock::now();
   host_.stats.request(type);
-  const Dispatcher::Route route = host_.dispatcher->find(type);
+  if (&host_.io == &host_.dispatch_io) {
+    // One context (server.io_threads: 1, or a session on the dispatch thread): no hop.
+    run_handler(type, header_.seq, std::move(payload_));
+    payload_.clear();
+    return;
+  }
+  asio::post(host_.dispatch_io, [self = shared_from_this(), type, seq = header_.seq,
+                                 p = std::move(payload_)]() mutable {
+    self->run_handler(type, seq, std::move(p));
+  });
+  payload_.clear();
+}
+
+void Session::answer_from_dispatch(std::uint64_t seq, std::string payload) {
+  if (!on_dispatch()) {
+    reply_direct(to_byte(MsgType::StatusResponse), seq, payload);
+    return;
+  }
+  asio::dispatch(host_.io, [self = shared_from_this(), seq, p = std::move(payload)]() mutable {
+    self->on_reply(to_byte(MsgType::StatusResponse), seq, std::move(p));
+  });
+}
+
+void Session::run_handler(std::uint8_t type, std::uint64_t seq, std::string payload) {
+  // On the dispatch context: the dispatcher is the dispatch host's, and rights_, the peer's
+  // credentials and id_ do not change after the constructor.
+  const Dispatcher& dispatcher = *host_.dispatch_host->dispatcher;
+  const Dispatcher::Route route = dispatcher.find(type);
   Handler* h = route.handler;
   if (h == nullptr) {
-    answer_now(error_reply("unknown request type " + type_hex(type)));
+    answer_from_dispatch(seq, error_reply("unknown request type " + type_hex(type)));
     return;
   }
   if ((rights_ & bit(route.right)) == 0) {
@@ -467,14 +506,14 @@ void Session::dispatch() {
       mgmt::log::warn(*host_.log, "conn {}: denied {} to uid {} pid {}: lacks the {} right", id_,
                       type_hex(type), peer_uid_, peer_pid_, right_name(route.right));
     }
-    answer_now(error_reply(std::string("permission denied: uid ") + std::to_string(peer_uid_) +
-                           " lacks the " + right_name(route.right) + " right needed for " +
-                           type_hex(type) + " (grant it under access.rules in mgmt.yaml)"));
+    answer_from_dispatch(
+        seq, error_reply(std::string("permission denied: uid ") + std::to_string(peer_uid_) +
+                         " lacks the " + right_name(route.right) + " right needed for " +
+                         type_hex(type) + " (grant it under access.rules in mgmt.yaml)"));
     return;
   }
-  auto ex = std::make_shared<SessionExchange>(shared_from_this(), host_.dispatcher->handler(type),
-                                              host_.io, type, header_.seq, std::move(payload_));
-  payload_.clear();
+  auto ex = std::make_shared<SessionExchange>(shared_from_this(), dispatcher.handler(type),
+                                              host_.io, type, seq, std::move(payload));
   try {
     h->handle(ex);
   } catch (const std::exception& e) {
@@ -494,6 +533,55 @@ void Session::on_reply(std::uint8_t type, std::uint64_t seq, std::string payload
   if (mode_ == Mode::closed) return;
   const std::uint64_t backlog = send_reply(type, seq, payload);
   if (mode_ == Mode::closed) return;  // the send failed
+  replied(backlog);
+}
+
+void Session::reply_direct(std::uint8_t type, std::uint64_t seq, std::string_view payload) {
+  std::uint8_t head[kHeaderSize];
+  write_header(FrameHeader{type, 0, seq, static_cast<std::uint32_t>(payload.size())}, head);
+  std::array<std::string_view, 2> parts{
+      std::string_view(reinterpret_cast<const char*>(head), kHeaderSize), payload};
+  bool failed = false;
+  bool run = false;
+  {
+    std::lock_guard lock(qmu_);
+    // idle_: nothing queued, nothing being written, and the socket still open (see fd_).
+    if (idle_ && q_.empty()) {
+      std::size_t sent = 0;
+      failed = !send_now(parts, sent);
+      written_.fetch_add(sent, std::memory_order_relaxed);
+      for (auto& p : parts) {
+        const std::size_t n = std::min(sent, p.size());
+        p.remove_prefix(n);
+        sent -= n;
+      }
+    }
+    if (!failed && (!parts[0].empty() || !parts[1].empty())) {
+      account_locked(q_.push_parts(parts, 1, /*keep=*/true));
+      if (idle_) {
+        idle_ = false;
+        run = true;
+      }
+    }
+  }
+  asio::post(host_.io, [self = shared_from_this(), failed, run] {
+    if (self->mode_ == Mode::closed) return;
+    if (failed) {
+      self->close("write error");
+      return;
+    }
+    if (run) self->flush();
+    if (self->mode_ == Mode::closed) return;
+    std::uint64_t backlog = 0;
+    {
+      std::lock_guard lock(self->qmu_);
+      backlog = self->q_.backlog_bytes() + self->in_flight_bytes_;
+    }
+    self->replied(backlog);
+  });
+}
+
+void Session::replied(std::uint64_t backlog) {
   if (mode_ == Mode::busy) {
     host_.stats.answered(static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
@@ -637,8 +725,22 @@ void Session::on_end_stream() {
 }
 
 void Session::on_hold(std::shared_ptr<void> r) {
-  if (mode_ == Mode::closed) return;  // r is released right here
+  if (mode_ == Mode::closed) {
+    std::vector<std::shared_ptr<void>> one;
+    one.push_back(std::move(r));
+    release_on_dispatch(std::move(one));
+    return;
+  }
   held_.push_back(std::move(r));
+}
+
+void Session::release_on_dispatch(std::vector<std::shared_ptr<void>> held) {
+  if (held.empty()) return;
+  if (&host_.io == &host_.dispatch_io) {
+    held.clear();  // right here, as before there were I/O threads
+    return;
+  }
+  asio::post(host_.dispatch_io, [h = std::move(held)]() mutable { h.clear(); });
 }
 
 void Session::watch_stream() {
@@ -685,7 +787,7 @@ std::uint64_t Session::send_reply(std::uint8_t type, std::uint64_t seq, std::str
       // send it right here, and queue only what the socket does not take.
       std::size_t sent = 0;
       failed = !send_now(parts, sent);
-      written_ += sent;
+      written_.fetch_add(sent, std::memory_order_relaxed);
       for (auto& p : parts) {
         const std::size_t n = std::min(sent, p.size());
         p.remove_prefix(n);
@@ -722,7 +824,7 @@ bool Session::send_now(std::span<const std::string_view> parts, std::size_t& sen
   msg.msg_iov = iov.data();
   msg.msg_iovlen = n;
   for (;;) {
-    const ssize_t r = ::sendmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    const ssize_t r = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (r >= 0) {
       sent = static_cast<std::size_t>(r);
       return true;
@@ -782,7 +884,7 @@ void Session::flush() {
   asio::async_write(socket_, write_bufs_,
                     [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
                       self->writing_ = false;
-                      self->written_ += n;
+                      self->written_.fetch_add(n, std::memory_order_relaxed);
                       if (self->mode_ == Mode::closed) return;
                       if (ec) {
                         self->close("write error");
@@ -823,19 +925,21 @@ void Session::close(const char* why) {
   mgmt::log::debug(*host_.log, "conn {}: closed ({})", id_, why);
   cancel_timer();
   timer_.cancel();  // releases the pending wait (and its reference to this session) now
-  boost::system::error_code ignored;
-  socket_.shutdown(Socket::shutdown_both, ignored);
-  socket_.close(ignored);
   {
     std::lock_guard lock(qmu_);
     q_.close();  // removes the spill file, gives its share of the budgets back
     host_.queued.recharge(in_flight_charged_, 0);
     host_.queued.recharge(payload_charged_, 0);
-    idle_ = false;  // nothing will be written any more
+    // Nothing will be written any more; before the socket closes, so that no other thread
+    // writes to its descriptor (reply_direct) once it may be another file's.
+    idle_ = false;
   }
+  boost::system::error_code ignored;
+  socket_.shutdown(Socket::shutdown_both, ignored);
+  socket_.close(ignored);
   // Subscriptions go now, so the backend stops feeding a connection that is gone.
-  auto held = std::move(held_);
-  held.clear();
+  release_on_dispatch(std::move(held_));
+  held_.clear();
   if (host_.on_closed) host_.on_closed(this);
 }
 

@@ -61,7 +61,8 @@ class QueueMutex {
 // Log lines that any client can cause at will (a refused connection, a bad header...): the
 // first few of each kind in a second are logged, the rest counted and summarised once a
 // second, "N more like this in the last second (...)", so that a flood of bad connections
-// cannot flood the log too. I/O thread only.
+// cannot flood the log too. Any thread (every I/O thread's sessions share one); its timer
+// runs on the context it was made with.
 class LogLimiter {
  public:
   enum class Kind : std::size_t {
@@ -91,20 +92,26 @@ class LogLimiter {
   void arm();
 
   std::shared_ptr<spdlog::logger> log_;
-  asio::steady_timer timer_;
-  bool armed_ = false;
+  asio::io_context& io_;
+  // Taken only on the rare line a client causes: allow() is never on the request path.
+  std::mutex mu_;
+  asio::steady_timer timer_;  // used on io_ only
+  bool armed_ = false;  // guarded
   std::array<Window, static_cast<std::size_t>(Kind::count_)> windows_{};
 };
 
-// What sessions share with the server.
+// What sessions share with the server: one per I/O context (server.io_threads), each used
+// only on its context's thread unless said otherwise.
 struct SessionHost {
-  asio::io_context& io;
-  const Dispatcher* dispatcher;  // swapped by a reload (on the I/O thread)
-  const Limits& limits;
-  const AccessPolicy& access;
+  asio::io_context& io;           // the context the session's socket and timer live on
+  asio::io_context& dispatch_io;  // where handlers run (the server's main context)
+  SessionHost* dispatch_host;     // the host of dispatch_io (this one when io is dispatch_io)
+  const Dispatcher* dispatcher;   // dispatch_host's only: swapped by a reload, read on dispatch_io
+  Limits limits;                  // a copy per context: a reload posts the new one to each
+  const AccessPolicy& access;     // read by the session's constructor, on dispatch_io
   ServerStats& stats;
   std::shared_ptr<spdlog::logger> log;
-  std::function<void(Session*)> on_closed;
+  std::function<void(Session*)> on_closed;  // called on io
   StreamsConfig streams;  // spill_dir already resolved (absolute)
   LogLimiter& log_limit;
   // Server-wide: outgoing bytes in memory (limits.max_queue_total) and spill file bytes
@@ -127,11 +134,21 @@ class Session : public std::enable_shared_from_this<Session> {
   void close(const char* why);
 
   std::uint64_t id() const { return id_; }
+  // The context the session lives on: its state is touched only there.
+  asio::io_context& context() const { return host_.io; }
+  // True when the session lives on the dispatch context (no hop between its I/O and its
+  // handlers).
+  bool on_dispatch() const { return &host_.io == &host_.dispatch_io; }
   std::int64_t peer_pid() const { return peer_pid_; }
   std::int64_t peer_uid() const { return peer_uid_; }
 
   // Called (on the I/O thread) by the exchange of the current request.
   void on_reply(std::uint8_t type, std::uint64_t seq, std::string payload);
+  // The answer of a session on another I/O thread, from any thread: written right there
+  // when nothing is queued or being written (the client gets it without waiting for a hop
+  // to the session's thread), else queued; then the session's thread takes the next
+  // request.
+  void reply_direct(std::uint8_t type, std::uint64_t seq, std::string_view payload);
   void on_begin_stream();
   void on_end_stream();
   void on_hold(std::shared_ptr<void> r);
@@ -145,7 +162,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   const std::shared_ptr<std::atomic<bool>>& closed_flag() const { return closed_flag_; }
   // Bytes the queue has handed to the socket (the shutdown drain's measure of progress).
-  std::uint64_t written() const { return written_; }
+  std::uint64_t written() const { return written_.load(std::memory_order_relaxed); }
 
  private:
   // paused: the client's answers are piling up unread; no request is read until they drain.
@@ -158,7 +175,17 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_rest_of_payload(std::size_t have);
   void discard_payload(std::size_t remaining);
   void dispatch();
+  // On the dispatch context: finds the request's handler and runs it.
+  void run_handler(std::uint8_t type, std::uint64_t seq, std::string payload);
+  // From the dispatch context: an answer the server gives itself (unknown type, denied).
+  void answer_from_dispatch(std::uint64_t seq, std::string payload);
+  // Resources of plugins (subscriptions) are released on the dispatch context, where plugin
+  // code runs, whichever context the session is on.
+  void release_on_dispatch(std::vector<std::shared_ptr<void>> held);
   void answer_now(std::string payload);
+  // After the answer to the request being served went out or was queued, `backlog` bytes
+  // then waiting: pauses, or takes the next request.
+  void replied(std::uint64_t backlog);
   void arm_timer(std::chrono::milliseconds after, const char* why);
   void arm_timer_at(std::chrono::steady_clock::time_point deadline, const char* why);
   // Bytes of a new frame have come in (or were left over from the previous one): from now,
@@ -191,6 +218,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void account_locked(SpillQueue::Added added);
 
   Socket socket_;
+  // Written to from other threads (reply_direct) under qmu_ while idle_: close() clears
+  // idle_ under qmu_ before it closes the socket.
+  const int fd_;
   SessionHost& host_;
   const std::uint64_t id_;
   std::int64_t peer_pid_ = -1;
@@ -239,7 +269,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t in_flight_charged_ = 0;  // guarded: in_flight_bytes_ as host_.queued has it
   std::vector<std::string> spent_;  // written buffers, freed outside qmu_
   bool writing_ = false;
-  std::uint64_t written_ = 0;  // I/O thread only: see written()
+  std::atomic<std::uint64_t> written_{0};  // written on the I/O thread: see written()
   std::vector<asio::const_buffer> write_bufs_;
 
   std::vector<std::shared_ptr<void>> held_;

@@ -191,7 +191,13 @@ Mgmtd::Mgmtd(const std::string& backend_and_more,
              const std::function<void(const std::string& socket)>& prepare) {
   socket_ = dir_.file("run/manager.sock");
   if (prepare) prepare(socket_);
+  // MGMT_TEST_IO_THREADS runs every harnessed mgmtd with that server.io_threads (the
+  // integration:io2: tests of CMakeLists.txt set it).
+  const char* io_threads = std::getenv("MGMT_TEST_IO_THREADS");
   const std::string config = "server:\n  socket: " + socket_ + "\n  write_hint: false\n" +
+                             (io_threads && *io_threads
+                                  ? std::string("  io_threads: ") + io_threads + "\n"
+                                  : std::string()) +
                              backend_and_more;
   dir_.write("mgmt.yaml", config);
   pid_ = spawn({MGMTD_BIN, "-c", dir_.file("mgmt.yaml"), "--log-level", "debug"},

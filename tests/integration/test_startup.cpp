@@ -89,6 +89,16 @@ TEST_CASE("configuration errors name the file, line and column", "[startup]") {
     CHECK(r.exit_code == 2);
     CHECK_THAT(r.err, Catch::Contains(at(file, 2, 15)) && Catch::Contains("server.write_hint"));
   }
+  SECTION("server.io_threads: a number of threads or auto, anything else refused") {
+    CHECK(check_config(dir, "server:\n  io_threads: 2\n" + kProcessBackend).exit_code == 0);
+    CHECK(check_config(dir, "server:\n  io_threads: auto\n" + kProcessBackend).exit_code == 0);
+    for (const char* bad : {"0", "65", "-1", "two", "2x", "[2]"}) {
+      const auto r = check_config(dir, std::string("server:\n  io_threads: ") + bad + "\n" +
+                                           kProcessBackend);
+      CHECK(r.exit_code == 2);
+      CHECK_THAT(r.err, Catch::Contains(at(file, 2, 15)) && Catch::Contains("server.io_threads"));
+    }
+  }
   SECTION("missing file") {
     const auto r = run({MGMTD_BIN, "--check", "-c", dir.file("absent.yaml")});
     CHECK(r.exit_code == 2);

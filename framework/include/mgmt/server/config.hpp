@@ -65,6 +65,11 @@ struct Limits {
   // reader being disconnected (streams.on_overflow: disconnect) that reads nothing for this
   // long is closed without its notice.
   std::chrono::milliseconds frame_timeout{std::chrono::seconds(10)};
+  // server.io_threads (kept here so that it reaches the server with the limits): threads
+  // reading requests off connections and writing answers and stream frames, the first of
+  // them the one that runs handlers and the backend; 0 = one per core. Fixed at start: a
+  // reload keeps the number running.
+  unsigned io_threads = 1;
 
   std::size_t queue_total() const {
     if (max_queue_total != 0) return max_queue_total;
