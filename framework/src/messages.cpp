@@ -259,6 +259,16 @@ void read(const object& o, std::vector<std::string>& out, std::string_view field
   }
 }
 
+void read(const object& o, std::vector<std::int64_t>& out, std::string_view field) {
+  out.clear();
+  if (o.type == mt::NIL) return;
+  if (o.type != mt::ARRAY) wrong_kind(field, "an array of integers", o);
+  out.resize(o.via.array.size);
+  for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
+    read(o.via.array.ptr[i], out[i], std::string(field) + "[" + std::to_string(i) + "]");
+  }
+}
+
 void read(const object& o, Entry& e, std::string_view field) {
   e = Entry{};
   for_each_field(o, field, [&](std::string_view k, const object& v) {
@@ -279,16 +289,6 @@ void read(const object& o, Entry& e, std::string_view field) {
 }
 
 void read(const object& o, std::vector<Entry>& out, std::string_view field) {
-void read(const object& o, std::vector<std::int64_t>& out, std::string_view field) {
-  out.clear();
-  if (o.type == mt::NIL) return;
-  if (o.type != mt::ARRAY) wrong_kind(field, "an array of integers", o);
-  out.resize(o.via.array.size);
-  for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
-    read(o.via.array.ptr[i], out[i], std::string(field) + "[" + std::to_string(i) + "]");
-  }
-}
-
   out.clear();
   if (o.type == mt::NIL) return;
   if (o.type != mt::ARRAY) wrong_kind(field, "an array of entries", o);
@@ -420,6 +420,15 @@ std::string encode(const LogsStream& m) {
       put_key<"pos">(o);
       put_int(o, m.pos);
     }
+    if (m.ts > 0) {
+      put_key<"ts">(o);
+      put_int(o, m.ts);
+    }
+    if (!m.tss.empty()) {
+      put_key<"tss">(o);
+      put_array(o, static_cast<std::uint32_t>(m.tss.size()));
+      for (const std::int64_t v : m.tss) put_int(o, v);
+    }
   });
 }
 
@@ -440,15 +449,6 @@ std::string encode(const EventsSubscribe& m) {
     }
     if (m.after > 0) {
       put_key<"after">(o);
-    if (m.ts > 0) {
-      put_key<"ts">(o);
-      put_int(o, m.ts);
-    }
-    if (!m.tss.empty()) {
-      put_key<"tss">(o);
-      put_array(o, static_cast<std::uint32_t>(m.tss.size()));
-      for (const std::int64_t v : m.tss) put_int(o, v);
-    }
       put_uint(o, m.after);
     }
     if (m.since > 0) {
@@ -551,6 +551,8 @@ std::string decode(std::string_view payload, LogsStream& out) {
     else if (k == "eof") read(v, out.eof, k);
     else if (k == "err") read(v, out.err, k);
     else if (k == "pos") read(v, out.pos, k);
+    else if (k == "ts") read(v, out.ts, k);
+    else if (k == "tss") read(v, out.tss, k);
   });
 }
 
@@ -571,8 +573,6 @@ std::string decode(std::string_view payload, EventsStream& out) {
     else if (k == "t") read(v, out.t, k);
     else if (k == "ts") read(v, out.ts, k);
     else if (k == "sum") read(v, out.sum, k);
-    else if (k == "ts") read(v, out.ts, k);
-    else if (k == "tss") read(v, out.tss, k);
     else if (k == "n") read(v, out.n, k);
   });
 }

@@ -107,12 +107,6 @@ struct LogsStream {
   // Extension `pos` (sent only when >= 0): the stream position (bytes the process has
   // written to this stream since it was first started) at the end of `d`.
   std::int64_t pos = -1;
-};
-struct EventsSubscribe {
-  std::vector<std::string> pids;   // empty = all
-  std::vector<std::string> types;  // empty = all
-  // Extension `after` (sent only when > 0): first replay the recent events numbered after
-  // it (the `n` of the last event received), for a subscriber that reconnects.
   // Extension `ts` (sent only when > 0): when the chunk in `d` was captured, unix nanos
   // (a follow's frames after its snapshot).
   std::int64_t ts = 0;
@@ -120,6 +114,12 @@ struct EventsSubscribe {
   // flat list of pairs [offset in `d`, unix nanos, ...]: the bytes from each offset to the
   // next were captured at that time. Offsets rise; the first is 0.
   std::vector<std::int64_t> tss{};
+};
+struct EventsSubscribe {
+  std::vector<std::string> pids;   // empty = all
+  std::vector<std::string> types;  // empty = all
+  // Extension `after` (sent only when > 0): first replay the recent events numbered after
+  // it (the `n` of the last event received), for a subscriber that reconnects.
   std::uint64_t after = 0;
   // Extension `since` (unix nanos, sent only when > 0 and `after` is 0): first replay the
   // recent events of that time or later, for a subscriber that reconnects before it has
