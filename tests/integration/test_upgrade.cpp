@@ -483,3 +483,50 @@ TEST_CASE("as PID 1 of a pid namespace (a container) an upgrade keeps the pid an
   CHECK(r.out.find("Sanitizer") == std::string::npos);
   CHECK(r.err.find("Sanitizer") == std::string::npos);
 }
+
+TEST_CASE("the configuration changed on disk since it was read is applied by the upgrade, like a reload",
+          "[upgrade]") {
+  const std::string head = "backend:\n  plugin: process\n  config:\n    processes:\n";
+  const std::string tail = "commands:\n  0xAC: info\n  0xAD: reload\n  0xAF: upgrade\n";
+  const std::string sleeper = "      - id: added\n        command: /bin/sleep\n        args: ['1000']\n";
+  Mgmtd d(head + ticker_processes() + tail);
+  REQUIRE(wait_until([&] { return in_state(d, "ticker", "running"); }));
+  const auto pid = find(d, "ticker")->pid;
+  // Edited, not reloaded: the running program does not know of `added`.
+  d.dir().write("mgmt.yaml", "server:\n  socket: " + d.socket() + "\n  write_hint: false\n" +
+                                 head + ticker_processes() + sleeper + tail);
+  REQUIRE_FALSE(find(d, "added"));
+  const auto r = d.ctl({"upgrade"});
+  INFO(r.err << d.log());
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(wait_until([&] { return in_state(d, "added", "running"); }));
+  CHECK(find(d, "ticker")->pid == pid);  // unchanged: kept running
+  // A reload after the upgrade compares with what the new program runs.
+  CHECK(d.ctl({"reload"}).exit_code == 0);
+  CHECK(find(d, "ticker")->pid == pid);
+  CHECK(d.terminate() == 0);
+  CHECK(d.log().find("Sanitizer") == std::string::npos);
+}
+
+TEST_CASE("an exec that fails after the check falls back to the running program", "[upgrade]") {
+  TempDir bin;
+  // Passes the check, then is gone: its exec fails with ENOENT.
+  const std::string vanishing = bin.file("vanishing");
+  bin.write("vanishing",
+            "#!/bin/sh\nrm -f \"$0\"\necho \"mgmt.yaml: OK\"\necho \"  plugin ABI: 3\"\n"
+            "echo \"  upgrade image: 1\"\necho \"  backend handoff: 1\"\n");
+  ::chmod(vanishing.c_str(), 0755);
+  ScopedEnv env("MGMTD_TEST_UPGRADE_BINARY", vanishing);
+  Mgmtd d("backend:\n  plugin: process\n  config:\n    processes:\n" + ticker_processes() +
+          "commands:\n  0xAC: info\n  0xAF: upgrade\n");
+  REQUIRE(wait_until([&] { return in_state(d, "ticker", "running"); }));
+  const auto pid = find(d, "ticker")->pid;
+  const auto r = d.ctl({"upgrade"});
+  INFO(r.err << d.log());
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("upgrade 1"));
+  CHECK_THAT(d.log(), Catch::Contains("executing the running program again"));
+  CHECK(find(d, "ticker")->pid == pid);
+  CHECK(d.terminate() == 0);
+  CHECK(d.log().find("Sanitizer") == std::string::npos);
+}

@@ -135,7 +135,9 @@ void Runtime::load(const UpgradeImage* image) {
       // The processes keep the definitions they run with; the file's are applied after
       // adopt(), like a reload.
       if (image->backend_config != backend_text_) pending_backend_config_ = cfg_.backend.config;
-      benv.config = image->backend_config.empty() ? YAML::Node() : YAML::Load(image->backend_config);
+      // reset() rebinds: assigning would overwrite the file's node (held above) in place.
+      benv.config.reset(image->backend_config.empty() ? YAML::Node()
+                                                      : YAML::Load(image->backend_config));
       backend_text_ = image->backend_config;
       info_->started_at = image->started_at;
       info_->upgrades = image->upgrades;

@@ -1,7 +1,9 @@
 // The stock backend: supervises child processes directly.
 //
 // Threads. One supervisor thread owns every child: it forks them (so PR_SET_PDEATHSIG,
-// which follows the forking thread, lasts as long as the backend), polls their pipes and
+// which follows the forking thread, lasts as long as the backend; under mgmtd the fork
+// itself runs on mgmtd's main thread, PluginEnv::on_main_thread, so that the children
+// survive an in-place upgrade: see handoff.cpp), polls their pipes and
 // pidfds, reaps them, samples their memory and runs the timers (stop timeouts, restart
 // backoff, max_rss sampling). The public methods only change state under the lock, send
 // signals and wake the thread; they never wait, except shutdown(). Events and log chunks
@@ -49,8 +51,8 @@
 // So a ManagedProcess* stays valid for as long as anything holding it (the supervisor's
 // poll set, sample_rss) needs it, and public methods only hold pointers under the lock.
 //
-// Parent death. Direct children get SIGKILL when the supervisor thread dies
-// (PR_SET_PDEATHSIG). Their own children do not; the GroupRegistry (group_registry.hpp)
+// Parent death. Direct children get SIGKILL when the thread that forked them dies
+// (PR_SET_PDEATHSIG): the supervisor thread, or under mgmtd its main thread. Their own children do not; the GroupRegistry (group_registry.hpp)
 // records the live process groups under state_dir, and the next backend to start kills
 // what a SIGKILLed predecessor left before it starts anything.
 #pragma once
