@@ -24,13 +24,13 @@ namespace mgmt::process {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
 
-struct ManagedProcess {
 // A chunk of output as followers get it: the bytes and when they were read (unix nanos).
 struct TimedChunk {
   std::string_view bytes;
   std::int64_t ts_ns = 0;
 };
 
+struct ManagedProcess {
   explicit ManagedProcess(ProcessSpec s)
       : spec(std::move(s)), logs{LogRing(spec.log_buffer), LogRing(spec.log_buffer)} {
     open_files();

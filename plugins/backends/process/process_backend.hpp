@@ -106,13 +106,13 @@ class ProcessBackend final : public Backend {
   std::string logs(const LogQuery& q, std::string& out) override;
   FollowResult follow_logs(const LogQuery& q,
                            std::function<void(std::string_view chunk)> on_chunk) override;
-  std::unique_ptr<Subscription> subscribe_events(
   std::string logs_timed(const LogQuery& q, std::string& out,
                          std::vector<std::int64_t>& times) override;
-  FollowResult follow_logs_timed(
   std::string reopen_logs() override;
+  FollowResult follow_logs_timed(
       const LogQuery& q,
       std::function<void(std::string_view chunk, std::int64_t ts_ns)> on_chunk) override;
+  std::unique_ptr<Subscription> subscribe_events(
       std::function<void(const Event&)> on_event) override;
   void signal(std::string_view id, int signo, bool group, OpDone done) override;
   // Live reload; see "Live reload" above. Never waits: stops finish on the supervisor.
