@@ -1,11 +1,13 @@
 // In-place upgrade (SIGUSR2, `mgmtctl upgrade`): mgmtd execs the binary from the build (a
 // valid "new" binary) with the same pid, and the children run on with their pids, logs,
 // counters and timers; a binary that fails its check changes nothing.
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -107,7 +109,7 @@ std::vector<Entry> list(const Mgmtd& d) {
   try {
     RawConn c(d.socket());
     c.send(to_byte(MsgType::ListRequest), "");
-    auto f = c.read();
+    auto f = c.read(30s);  // a loaded machine, a sanitizer: slow, not stuck
     if (!f) return {};
     ListResponse r;
     if (!decode(f->payload, r).empty()) return {};
@@ -132,7 +134,7 @@ bool in_state(const Mgmtd& d, const std::string& id, const std::string& state) {
 InfoResponse info(const Mgmtd& d) {
   RawConn c(d.socket());
   c.send(kInfoCommandType, "");
-  auto f = c.read();
+  auto f = c.read(30s);
   REQUIRE(f);
   InfoResponse r;
   REQUIRE(decode(f->payload, r).empty());
@@ -529,4 +531,57 @@ TEST_CASE("an exec that fails after the check falls back to the running program"
   CHECK(find(d, "ticker")->pid == pid);
   CHECK(d.terminate() == 0);
   CHECK(d.log().find("Sanitizer") == std::string::npos);
+}
+
+TEST_CASE("a socket from socket activation is served across an upgrade and still never removed",
+          "[upgrade][systemd]") {
+  TempDir dir;
+  const std::string sock = dir.file("manager.sock");
+  // The service manager's part: a listening socket, handed to mgmtd as descriptor 3.
+  const int lfd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(lfd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
+  REQUIRE(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(lfd, 64) == 0);
+  dir.write("mgmt.yaml", "server:\n  socket: " + sock + "\n  write_hint: false\n" +
+                             "backend:\n  plugin: process\n  config:\n    processes:\n" +
+                             ticker_processes() + "commands:\n  0xAC: info\n  0xAF: upgrade\n");
+  const std::string log = dir.file("mgmtd.log");
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(out, 1);
+    ::dup2(out, 2);
+    if (lfd != 3) {
+      ::dup2(lfd, 3);
+      ::close(lfd);
+    }
+    ::setenv("LISTEN_FDS", "1", 1);
+    ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+    ::execl(MGMTD_BIN, MGMTD_BIN, "-c", dir.file("mgmt.yaml").c_str(), "--log-level", "debug",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  auto ctl = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> argv{MGMTCTL_BIN, "--socket", sock};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, {{"TZ", "UTC"}});
+  };
+  REQUIRE(wait_until([&] { return ctl({"status", "ticker"}).out.find("running") != std::string::npos; }, 20s));
+  const auto r = ctl({"upgrade"});
+  INFO(r.err << read_file(log));
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(read_file(log), Catch::Contains("(socket activation)"));
+  CHECK(ctl({"status", "ticker"}).out.find("running") != std::string::npos);
+
+  REQUIRE(::kill(pid, SIGTERM) == 0);
+  int status = 0;
+  REQUIRE(wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 30s));
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  CHECK(std::filesystem::exists(sock));  // the service manager's, as before the upgrade
+  CHECK(read_file(log).find("Sanitizer") == std::string::npos);
+  ::close(lfd);
 }
