@@ -130,6 +130,21 @@ TEST_CASE("process backend: handed over and adopted, the children run on", "[han
   CHECK(state_of(*b, "quiet") == "stopped");
 }
 
+TEST_CASE("process backend: no handoff while a child's health is checked", "[handoff]") {
+  TempDir dir;
+  Forker forker;
+  auto b = forker.backend("state_dir: " + dir.file("state") + "\nprocesses:\n" +
+                          sh_process("s", "exec sleep 1000",
+                                     "    health: {exec: [/bin/true], interval: 1s}\n"));
+  b->start_all();
+  REQUIRE(wait_until([&] { return state_of(*b, "s") == "running"; }));
+  mgmt::Handoff h;
+  CHECK_THAT(b->handoff(h), Catch::Contains("readiness or health checks"));
+  CHECK(state_of(*b, "s") == "running");  // nothing changed: it still supervises
+  REQUIRE(stop(*b, "s").err.empty());
+  b->shutdown();
+}
+
 TEST_CASE("process backend: no handoff when children are forked by its own thread",
           "[handoff]") {
   auto b = make_backend("processes:\n" + sh_process("s", "exec sleep 1000"));

@@ -216,6 +216,14 @@ std::string ProcessBackend::handoff(Handoff& out) {
         return "process " + p->spec.id +
                " is being restarted for a reload: upgrade once it runs again";
       }
+      // The prober's watch (its thread, the ready pipe or notify socket it reads, the
+      // health schedule) is not part of the state yet: the next program would neither see
+      // the child become ready nor check its health any more.
+      if (p->child && p->probe.token != 0) {
+        return "process " + p->spec.id +
+               " has readiness or health checks (ready:, health:), which an in-place upgrade "
+               "cannot hand over yet: restart mgmtd to upgrade it";
+      }
     }
     quit_ = true;
   }
