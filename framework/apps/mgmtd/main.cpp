@@ -218,6 +218,10 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // The server's signal set is gone with it, and with it the handlers it installed: a
+  // SIGTERM now (a second one, sent while mgmtd shuts down) would kill the process with
+  // its default action before it exits cleanly. Shutdown is under way: ignore them.
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) std::signal(sig, SIG_IGN);
   // Objects before the libraries that made them: the server (its sessions and any handler
   // tables replaced by reloads) is gone; now the handlers, then the backend.
   runtime.release();
