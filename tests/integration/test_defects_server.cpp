@@ -149,7 +149,8 @@ std::string big_and_quiet(std::size_t bytes) {
          "      - id: quiet\n"
          "        command: /bin/sleep\n"
          "        args: ['100000']\n"
-         "        stop_timeout: 2s\n"
+         "        stop_timeout: 2s\n" +
+         probe_process() +
          "commands:\n"
          "  0xAE: {plugin: metrics, config: {listen: \"127.0.0.1:0\"}}\n";
 }
@@ -496,6 +497,7 @@ TEST_CASE("a stream client that keeps sending data is closed", "[defects][stream
   Mgmtd d(big_and_quiet(10));
   RawConn sub(d.socket());
   sub.send(to_byte(MsgType::EventsSubscribe), encode(EventsSubscribe{}));
+  confirm_subscription(d.socket(), sub);
   // A little is tolerated: the stream goes on (an event still arrives).
   sub.send_bytes(std::string(1024, 'z'));
   REQUIRE(wait_until([&] {

@@ -1,6 +1,7 @@
 #include "fleet.hpp"
 
 #include <algorithm>
+#include <ctime>
 #include <functional>
 #include <mutex>
 #include <ostream>
@@ -127,6 +128,13 @@ std::string fleet_error_line(std::string_view host, std::string_view line) {
 
 int run_fleet(const std::vector<HostSpec>& hosts, const Options& o, std::ostream& out,
               std::ostream& err, TimeZone tz) {
+  // The C library reads the time zone the first time a local time is asked for, and keeps
+  // its name in memory it allocates then: done here, before the threads that format times,
+  // rather than by the first of them while the others read it.
+  ::tzset();
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  ::localtime_r(&now, &local);
   std::size_t width = 0;
   for (const auto& h : hosts) width = std::max(width, h.text.size());
   width += 2;  // the table's padding
