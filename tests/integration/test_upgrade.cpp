@@ -126,6 +126,11 @@ std::optional<Entry> find(const Mgmtd& d, const std::string& id) {
   return std::nullopt;
 }
 
+std::string health_of(const Mgmtd& d, const std::string& id) {
+  const auto e = find(d, id);
+  return e ? e->health : std::string();
+}
+
 bool in_state(const Mgmtd& d, const std::string& id, const std::string& state) {
   const auto e = find(d, id);
   return e && e->state == state;
@@ -191,6 +196,16 @@ std::string config(const TempDir& files) {
          "      - id: exiter\n        command: /bin/sh\n"
          "        args: [-c, 'echo waiting; while [ ! -e " + go + " ]; do sleep 0.05; done; exit 7']\n"
          "        restart: never\n"
+         // Ready (s6 protocol) only once told to, after the upgrade: the next program reads
+         // the pipe the first one made.
+         "      - id: waiter\n        command: /bin/sh\n"
+         "        args: [-c, 'while [ ! -e " + files.file("ready") + " ]; do sleep 0.05; done; "
+         "echo >&3; exec sleep 1000']\n"
+         "        ready: {fd: 3, start_timeout: 10m}\n"
+         // Healthy until told otherwise (after the upgrade): its checks go on.
+         "      - id: checked\n        command: /bin/sleep\n        args: ['1000']\n"
+         "        health: {exec: [/bin/sh, -c, 'test ! -e " + files.file("sick") + "'], "
+         "interval: 100ms, retries: 1, on_unhealthy: log}\n"
          "commands:\n  0xAC: info\n  0xAE: {plugin: metrics, config: {listen: off}}\n"
          "  0xAF: upgrade\n";
 }
@@ -203,7 +218,8 @@ TEST_CASE("upgrade in place keeps the processes, their output and counters", "[u
   REQUIRE(wait_until([&] {
     return in_state(d, "ticker", "running") && in_state(d, "filed", "running") &&
            in_state(d, "exiter", "running") && in_state(d, "later", "running") &&
-           in_state(d, "backoff", "restarting");
+           in_state(d, "backoff", "restarting") && in_state(d, "waiter", "starting") &&
+           health_of(d, "checked") == "healthy";
   }, 20s));
   REQUIRE(d.ctl({"stop", "later"}).exit_code == 0);
   REQUIRE(wait_until([&] { return ticks(logs(d, "ticker")).size() >= 3; }));
@@ -215,6 +231,9 @@ TEST_CASE("upgrade in place keeps the processes, their output and counters", "[u
   const auto exiter = *find(d, "exiter");
   const auto backoff = *find(d, "backoff");
   const auto later = *find(d, "later");
+  const auto waiter = *find(d, "waiter");
+  const auto checked = *find(d, "checked");
+  REQUIRE(waiter.pid > 0);
   REQUIRE(backoff.restarts == 1);
   const std::string ticker_log = logs(d, "ticker");
   const std::uint64_t accepted = metric(d, "mgmtd_connections_accepted_total");
@@ -250,6 +269,16 @@ TEST_CASE("upgrade in place keeps the processes, their output and counters", "[u
   CHECK(later_after.exit_signal == later.exit_signal);
   // Counters go on from where they were.
   CHECK(metric(d, "mgmtd_connections_accepted_total") > accepted);
+
+  // Readiness and health checks go on: the waiter becomes ready now, the checked one is
+  // found unhealthy, both with their pids.
+  CHECK(find(d, "waiter")->state == "starting");
+  std::ofstream(files.file("ready")) << "now\n";
+  REQUIRE(wait_until([&] { return in_state(d, "waiter", "running"); }, 20s));
+  CHECK(find(d, "waiter")->pid == waiter.pid);
+  std::ofstream(files.file("sick")) << "now\n";
+  REQUIRE(wait_until([&] { return health_of(d, "checked") == "unhealthy"; }, 20s));
+  CHECK(find(d, "checked")->pid == checked.pid);
 
   // Output from before the upgrade is still there, and output after it arrives.
   const std::string now = logs(d, "ticker");
@@ -325,7 +354,7 @@ TEST_CASE("an upgrade to a binary that fails its check changes nothing", "[upgra
   const std::string old_abi = bin.file("old-abi");
   bin.write("old-abi",
             "#!/bin/sh\necho \"mgmt.yaml: OK\"\necho \"  plugin ABI: 2\"\n"
-            "echo \"  upgrade image: 1\"\necho \"  backend handoff: 1\"\n");
+            "echo \"  upgrade image: 1\"\necho \"  backend handoff: 2\"\n");
   ::chmod(old_abi.c_str(), 0755);
   const std::string body =
       "backend:\n  plugin: process\n  config:\n    processes:\n" + ticker_processes() +
@@ -373,7 +402,7 @@ TEST_CASE("mgmtd --check reports what an upgrade needs to know", "[upgrade]") {
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("  plugin ABI: " + std::to_string(kAbiVersion) + "\n") &&
                         Catch::Contains("  upgrade image: 1\n") &&
-                        Catch::Contains("  backend handoff: 1\n"));
+                        Catch::Contains("  backend handoff: 2\n"));
 }
 
 TEST_CASE("under systemd an upgrade is RELOADING=1, then READY=1 from the new program",
@@ -516,7 +545,7 @@ TEST_CASE("an exec that fails after the check falls back to the running program"
   const std::string vanishing = bin.file("vanishing");
   bin.write("vanishing",
             "#!/bin/sh\nrm -f \"$0\"\necho \"mgmt.yaml: OK\"\necho \"  plugin ABI: 3\"\n"
-            "echo \"  upgrade image: 1\"\necho \"  backend handoff: 1\"\n");
+            "echo \"  upgrade image: 1\"\necho \"  backend handoff: 2\"\n");
   ::chmod(vanishing.c_str(), 0755);
   ScopedEnv env("MGMTD_TEST_UPGRADE_BINARY", vanishing);
   Mgmtd d("backend:\n  plugin: process\n  config:\n    processes:\n" + ticker_processes() +

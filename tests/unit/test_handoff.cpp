@@ -7,6 +7,8 @@
 
 #include <signal.h>
 
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <yaml-cpp/yaml.h>
@@ -130,18 +132,82 @@ TEST_CASE("process backend: handed over and adopted, the children run on", "[han
   CHECK(state_of(*b, "quiet") == "stopped");
 }
 
-TEST_CASE("process backend: no handoff while a child's health is checked", "[handoff]") {
+TEST_CASE("process backend: readiness and health are handed over with the children",
+          "[handoff]") {
   TempDir dir;
   Forker forker;
-  auto b = forker.backend("state_dir: " + dir.file("state") + "\nprocesses:\n" +
-                          sh_process("s", "exec sleep 1000",
-                                     "    health: {exec: [/bin/true], interval: 1s}\n"));
-  b->start_all();
-  REQUIRE(wait_until([&] { return state_of(*b, "s") == "running"; }));
+  const std::string env = "    env: {D: " + dir.path.string() + "}\n";
+  // Each waits for a marker the test makes after the handover: readiness seen only by the
+  // next backend, through the descriptors the first one made.
+  const std::string notify_py =
+      "import os, socket, time\n"
+      "while not os.path.exists(os.environ['D'] + '/go'):\n"
+      "    time.sleep(0.02)\n"
+      "a = os.environ['NOTIFY_SOCKET']\n"
+      "a = '\\0' + a[1:] if a.startswith('@') else a\n"
+      "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+      "s.sendto(b'READY=1\\nSTATUS=serving', a)\n"
+      "time.sleep(1000)\n";
+  std::ofstream(dir.file("notify.py")) << notify_py;
+  const std::string yaml =
+      "state_dir: " + dir.file("state") + "\nprocesses:\n" +
+      sh_process("nt", "exec python3 \"$D/notify.py\"",
+                 "    ready: {notify: true, start_timeout: 10m}\n" + env) +
+      sh_process("s6", "while [ ! -f \"$D/go\" ]; do sleep 0.02; done; echo >&3; exec sleep 1000",
+                 "    ready: {fd: 3, start_timeout: 10m}\n" + env) +
+      sh_process("dep", "exec sleep 1000", "    depends_on: [nt, s6]\n") +
+      sh_process("hc", "exec sleep 1000",
+                 "    health: {exec: [sh, -c, \"test ! -f $D/sick\"], interval: 50ms, "
+                 "retries: 2, on_unhealthy: log}\n" +
+                     env);
+  auto a = forker.backend(yaml);
+  a->start_all();
+  REQUIRE(wait_until([&] {
+    return pid_of(*a, "nt") > 0 && pid_of(*a, "s6") > 0 && a->status("hc")->health == "healthy";
+  }));
+  CHECK(state_of(*a, "nt") == mgmt::state::starting);
+  CHECK(state_of(*a, "dep") == mgmt::state::starting);
+  CHECK(pid_of(*a, "dep") == 0);  // not forked until both are ready
+  const auto nt = pid_of(*a, "nt"), s6 = pid_of(*a, "s6"), hc = pid_of(*a, "hc");
+
   mgmt::Handoff h;
-  CHECK_THAT(b->handoff(h), Catch::Contains("readiness or health checks"));
-  CHECK(state_of(*b, "s") == "running");  // nothing changed: it still supervises
-  REQUIRE(stop(*b, "s").err.empty());
+  REQUIRE(a->handoff(h).empty());
+  // pidfd, stdout, stderr of three children, exec status pipes aside; the notify socket
+  // and the ready pipe.
+  CHECK(h.fds.size() >= 3 * 3 + 2);
+  auto b = forker.backend(yaml);
+  REQUIRE(b->adopt(h) == "");
+  a.reset();
+  mgmt::test::EventLog events(*b);
+
+  // Ready now: seen by the next backend, which starts the dependent.
+  touch(dir.file("go"));
+  REQUIRE(wait_until([&] { return state_of(*b, "dep") == mgmt::state::running; }, 30s));
+  CHECK(state_of(*b, "nt") == mgmt::state::running);
+  CHECK(state_of(*b, "s6") == mgmt::state::running);
+  CHECK(pid_of(*b, "nt") == nt);
+  CHECK(pid_of(*b, "s6") == s6);
+  CHECK(events.has("nt", mgmt::process::kEventReady));
+  CHECK(events.has("s6", mgmt::process::kEventReady));
+  REQUIRE(wait_until([&] { return b->status("nt")->status_text == "serving"; }));
+  CHECK(b->status("hc")->health == "healthy");
+
+  // The health checks go on.
+  touch(dir.file("sick"));
+  REQUIRE(wait_until([&] { return events.has("hc", mgmt::process::kEventUnhealthy); }, 30s));
+  CHECK(b->status("hc")->health == "unhealthy");
+  CHECK(pid_of(*b, "hc") == hc);  // on_unhealthy: log
+
+  // A child forked now gets a notify socket of its own (no clash with the adopted one).
+  REQUIRE(stop(*b, "dep").err.empty());
+  REQUIRE(stop(*b, "nt").err.empty());
+  std::filesystem::remove(dir.file("go"));
+  auto restarted = async_call(true, *b, "nt");
+  REQUIRE(wait_until([&] { return pid_of(*b, "nt") > 0; }));
+  CHECK(state_of(*b, "nt") == mgmt::state::starting);
+  touch(dir.file("go"));
+  CHECK(restarted.get().err.empty());
+  CHECK(state_of(*b, "nt") == mgmt::state::running);
   b->shutdown();
 }
 

@@ -31,7 +31,7 @@ namespace {
 using json = nlohmann::json;
 using std::chrono::steady_clock;
 
-constexpr std::uint32_t kHandoffVersion = 1;
+constexpr std::uint32_t kHandoffVersion = 2;  // 2: readiness and health probes
 
 std::string command_line_of(const ProcessSpec& s) {
   std::string out = s.command;
@@ -195,6 +195,55 @@ void LogRing::restore(Saved saved) {
 // ---------------------------------------------------------------------------------------
 // ProcessBackend
 
+// The child's readiness and health: what the backend knows (ProbeState), and the prober's
+// session (its schedule, the notify socket or ready pipe) whose descriptors go in `fds`.
+json ProcessBackend::probe_json(ManagedProcess& p, std::vector<int>& fds) {
+  json j;
+  j["ready_seen"] = p.probe.ready_seen;
+  j["health"] = p.probe.health;
+  j["last"] = p.probe.last;
+  j["status_text"] = p.probe.status_text;
+  j["partial"] = p.probe.partial;
+  j["session"] = nullptr;
+  if (p.probe.token == 0) return j;
+  const auto h = prober_->hand_over(p.probe.token);
+  if (!h) return j;
+  for (const int fd : {h->notify, h->ready_pipe}) {
+    if (fd >= 0) fds.push_back(fd);
+  }
+  j["session"] = {{"token", h->token},         {"notify", h->notify},
+                  {"ready_pipe", h->ready_pipe}, {"age_ns", h->age_ns},
+                  {"is_ready", h->is_ready},   {"timed_out", h->timed_out},
+                  {"unhealthy", h->unhealthy}, {"failures", h->failures},
+                  {"last", h->last},           {"next_ns", opt(h->next_ns)},
+                  {"watchdog_ns", opt(h->watchdog_ns)}};
+  return j;
+}
+
+void ProcessBackend::adopt_probe_json(ManagedProcess& p, const json& j) {
+  p.probe.ready_seen = j.at("ready_seen");
+  p.probe.health = j.at("health").get<std::string>();
+  p.probe.last = j.at("last").get<std::string>();
+  p.probe.status_text = j.at("status_text").get<std::string>();
+  p.probe.partial = j.at("partial").get<decltype(p.probe.partial)>();
+  const json& s = j.at("session");
+  if (s.is_null() || !p.child) return;
+  ProbeHandover h;
+  h.token = s.at("token");
+  h.notify = s.at("notify");
+  h.ready_pipe = s.at("ready_pipe");
+  h.age_ns = s.at("age_ns");
+  h.is_ready = s.at("is_ready");
+  h.timed_out = s.at("timed_out");
+  h.unhealthy = s.at("unhealthy");
+  h.failures = s.at("failures");
+  h.last = s.at("last").get<std::string>();
+  h.next_ns = opt_of<std::int64_t>(s.at("next_ns"));
+  h.watchdog_ns = opt_of<std::int64_t>(s.at("watchdog_ns"));
+  p.probe.token = h.token;
+  adopt_probes(p, h);
+}
+
 std::uint32_t ProcessBackend::handoff_version() { return kHandoffVersion; }
 
 std::string ProcessBackend::handoff(Handoff& out) {
@@ -216,14 +265,6 @@ std::string ProcessBackend::handoff(Handoff& out) {
         return "process " + p->spec.id +
                " is being restarted for a reload: upgrade once it runs again";
       }
-      // The prober's watch (its thread, the ready pipe or notify socket it reads, the
-      // health schedule) is not part of the state yet: the next program would neither see
-      // the child become ready nor check its health any more.
-      if (p->child && p->probe.token != 0) {
-        return "process " + p->spec.id +
-               " has readiness or health checks (ready:, health:), which an in-place upgrade "
-               "cannot hand over yet: restart mgmtd to upgrade it";
-      }
     }
     quit_ = true;
   }
@@ -231,6 +272,9 @@ std::string ProcessBackend::handoff(Handoff& out) {
   // after it nothing reads the pipes or reaps until the next program does.
   wake();
   supervisor_.join();
+  // The probe thread ends too (without mu_: it may be waiting for it to report); what it
+  // had learnt is applied by then.
+  prober_->stop();
 
   Completions done;
   {
@@ -284,6 +328,7 @@ std::string ProcessBackend::handoff(Handoff& out) {
       } else {
         j["child"] = nullptr;
       }
+      j["probe"] = probe_json(p, out.fds);
       j["logs"] = {ring_json(p.logs[0].save()), ring_json(p.logs[1].save())};
       j["overflow_reported"] = p.overflow_reported;
       j["unread_dropped_seen"] = p.unread_dropped_seen;
@@ -376,6 +421,8 @@ std::string ProcessBackend::adopt(const Handoff& in) {
         p.child.emplace(Child::adopt(h));
         ++children;
       }
+      // Version 1 had no probes (it refused to hand a child with probes over).
+      if (const auto it = j.find("probe"); it != j.end()) adopt_probe_json(p, *it);
       for (int s : {0, 1}) p.logs[s].restore(ring_of(j.at("logs").at(s)));
       p.overflow_reported = j.at("overflow_reported").get<decltype(p.overflow_reported)>();
       p.unread_dropped_seen = j.at("unread_dropped_seen").get<decltype(p.unread_dropped_seen)>();

@@ -288,6 +288,10 @@ void Prober::watch(ProbeSetup setup, const ProcessSpec& spec, pid_t pid, uid_t u
       s->next = s->born + s->health->probe.interval;
     }
   }
+  add(std::move(s));
+}
+
+void Prober::add(std::unique_ptr<Session> s) {
   std::lock_guard lock(mu_);
   if (!wake_fd_) {
     wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -333,6 +337,85 @@ void Prober::forget(std::uint64_t token) {
   sessions_.erase(it);
   const std::uint64_t one = 1;
   [[maybe_unused]] const auto n = ::write(wake_fd_.get(), &one, sizeof one);
+}
+
+void Prober::stop() {
+  {
+    std::lock_guard lock(mu_);
+    quit_ = true;
+  }
+  if (wake_fd_) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(wake_fd_.get(), &one, sizeof one);
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+std::optional<ProbeHandover> Prober::hand_over(std::uint64_t token) {
+  std::lock_guard lock(mu_);
+  const auto it = sessions_.find(token);
+  if (it == sessions_.end()) return std::nullopt;
+  Session& s = *it->second;
+  const auto now = Clock::now();
+  auto ns = [&](Clock::time_point t) {
+    return std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::nanoseconds>(t - now).count());
+  };
+  ProbeHandover h;
+  h.token = token;
+  h.notify = s.notify.release();
+  h.ready_pipe = s.ready_pipe.release();
+  h.age_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - s.born).count();
+  h.is_ready = s.is_ready;
+  h.timed_out = s.timed_out;
+  h.unhealthy = s.unhealthy;
+  h.failures = s.failures;
+  h.last = s.last;
+  if (s.attempt) {
+    // Abandoned: the next program probes again at once.
+    if (s.attempt->pid > 0) {
+      kill_probe(s.attempt->pid);
+      reap_probe(s.attempt->pid, nullptr, true);
+    }
+    s.attempt.reset();
+    h.next_ns = 0;
+  } else if (s.next) {
+    h.next_ns = ns(*s.next);
+  }
+  if (s.watchdog_due) h.watchdog_ns = ns(*s.watchdog_due);
+  sessions_.erase(it);
+  return h;
+}
+
+void Prober::adopt(const ProbeHandover& h, const ProcessSpec& spec, pid_t pid, uid_t uid,
+                   std::variant<ExecPlan, std::string> ready_exec,
+                   std::variant<ExecPlan, std::string> health_exec) {
+  // Later children's tokens (and notify socket names) must not collide with this one's.
+  std::uint64_t next = g_next_token.load(std::memory_order_relaxed);
+  while (next <= h.token &&
+         !g_next_token.compare_exchange_weak(next, h.token + 1, std::memory_order_relaxed)) {
+  }
+  const auto now = Clock::now();
+  auto s = std::make_unique<Session>();
+  s->token = h.token;
+  s->id = spec.id;
+  s->pid = pid;
+  s->uid = uid;
+  s->ready = spec.ready;
+  s->health = spec.health;
+  s->ready_exec = std::move(ready_exec);
+  s->health_exec = std::move(health_exec);
+  s->notify.reset(h.notify);
+  s->ready_pipe.reset(h.ready_pipe);
+  s->born = now - std::chrono::nanoseconds(h.age_ns);
+  s->is_ready = h.is_ready || !s->ready;
+  s->timed_out = h.timed_out;
+  s->unhealthy = h.unhealthy;
+  s->failures = h.failures;
+  s->last = h.last;
+  if (h.next_ns) s->next = now + std::chrono::nanoseconds(*h.next_ns);
+  if (h.watchdog_ns) s->watchdog_due = now + std::chrono::nanoseconds(*h.watchdog_ns);
+  add(std::move(s));
 }
 
 void Prober::start_attempt(Session& s, Clock::time_point now) {

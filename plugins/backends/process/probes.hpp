@@ -83,6 +83,23 @@ struct ProbeState {
   std::array<std::string, 2> partial;  // ready: {log: ...}: the line being read, per stream
 };
 
+// One child's probe session as an in-place upgrade hands it to the next program: the
+// descriptors the child reports through (their numbers stay valid across the exec), the
+// schedule as times from now, and what was learnt so far.
+struct ProbeHandover {
+  std::uint64_t token = 0;
+  int notify = -1;      // the notify socket (its abstract name has mgmtd's pid and the token)
+  int ready_pipe = -1;  // the s6 readiness pipe's read end
+  std::int64_t age_ns = 0;  // since the child was forked (start_timeout, `took`)
+  bool is_ready = false;
+  bool timed_out = false;
+  bool unhealthy = false;
+  std::uint32_t failures = 0;
+  std::string last;
+  std::optional<std::int64_t> next_ns;      // next probe, from now (0: at once)
+  std::optional<std::int64_t> watchdog_ns;  // WATCHDOG=1 expected within
+};
+
 class Prober {
  public:
   using Sink = std::function<void(std::vector<ProbeReport>&)>;
@@ -105,11 +122,25 @@ class Prober {
   // The child is gone (or being stopped): no more reports about it.
   void forget(std::uint64_t token);
 
+  // In-place upgrade. stop() ends the thread (call it without the backend's lock: the
+  // thread may be waiting for it to deliver reports); reports not yet delivered are
+  // delivered first. Then hand_over() takes each session out: a probe in flight is
+  // abandoned (an exec probe killed and reaped) and runs again at once in the next
+  // program; the descriptors are released to the caller.
+  void stop();
+  std::optional<ProbeHandover> hand_over(std::uint64_t token);
+  // The next program: watches a child of the previous one again, as watch() would have
+  // left it. Tokens of later children continue after every adopted one.
+  void adopt(const ProbeHandover& h, const ProcessSpec& spec, pid_t pid, uid_t uid,
+             std::variant<ExecPlan, std::string> ready_exec,
+             std::variant<ExecPlan, std::string> health_exec);
+
  private:
   struct Attempt;
   struct Session;
   void run();
   void start_attempt(Session& s, std::chrono::steady_clock::time_point now);
+  void add(std::unique_ptr<Session> s);
 
   Sink sink_;
   UniqueFd wake_fd_;

@@ -70,6 +70,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "broadcaster.hpp"
 #include "group_registry.hpp"
 #include "managed_process.hpp"
@@ -203,6 +205,12 @@ class ProcessBackend final : public Backend {
   // After the fork: the prober watches the new child.
   void watch_probes(ManagedProcess& p, ProbeSetup setup);
   void end_probes(ManagedProcess& p);  // the child is gone
+  // In-place upgrade (handoff.cpp): a child's readiness and health in the state image
+  // (the prober's descriptors go in `fds`), and back; the prober watches an adopted child
+  // again.
+  nlohmann::json probe_json(ManagedProcess& p, std::vector<int>& fds);
+  void adopt_probe_json(ManagedProcess& p, const nlohmann::json& j);
+  void adopt_probes(ManagedProcess& p, const ProbeHandover& h);
   // A start with `ready:` counts (state running, start waiters answered, dependents
   // started) only once it is ready.
   static bool awaiting_ready(const ManagedProcess& p) {

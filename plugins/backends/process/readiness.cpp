@@ -37,6 +37,17 @@ std::variant<ExecPlan, std::string> probe_plan(const ProcessSpec& spec, const Pr
   return plan;
 }
 
+// The user whose processes a notify sender may be (the child's).
+uid_t probe_uid(const ManagedProcess& p) {
+  const Identity& id = p.spec.identity;
+  return id.switch_ids && !id.user.empty() ? id.uid : ::geteuid();
+}
+
+const Probe& none() {
+  static const Probe kNone;
+  return kNone;
+}
+
 }  // namespace
 
 bool ProcessBackend::prepare_probes(const ManagedProcess& p, ExecPlan& plan,
@@ -60,12 +71,16 @@ void ProcessBackend::watch_probes(ManagedProcess& p, ProbeSetup setup) {
   if (!p.spec.ready && !p.spec.health) return;
   p.probe.token = setup.token;
   if (p.spec.health) p.probe.health = "starting";
-  const Identity& id = p.spec.identity;
-  const uid_t uid = id.switch_ids && !id.user.empty() ? id.uid : ::geteuid();
-  const Probe none;
-  prober_->watch(std::move(setup), p.spec, p.child->pid(), uid,
-                 probe_plan(p.spec, p.spec.ready ? p.spec.ready->probe : none, p.env_file_vars),
-                 probe_plan(p.spec, p.spec.health ? p.spec.health->probe : none,
+  prober_->watch(std::move(setup), p.spec, p.child->pid(), probe_uid(p),
+                 probe_plan(p.spec, p.spec.ready ? p.spec.ready->probe : none(), p.env_file_vars),
+                 probe_plan(p.spec, p.spec.health ? p.spec.health->probe : none(),
+                            p.env_file_vars));
+}
+
+void ProcessBackend::adopt_probes(ManagedProcess& p, const ProbeHandover& h) {
+  prober_->adopt(h, p.spec, p.child->pid(), probe_uid(p),
+                 probe_plan(p.spec, p.spec.ready ? p.spec.ready->probe : none(), p.env_file_vars),
+                 probe_plan(p.spec, p.spec.health ? p.spec.health->probe : none(),
                             p.env_file_vars));
 }
 
