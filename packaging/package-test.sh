@@ -5,6 +5,7 @@
 #   2. `dpkg -i` of both; `mgmtd --check` of the installed /etc/mgmtd/mgmt.yaml;
 #   3. the installed /usr/bin/mgmtd on a temporary socket (JSON logs, a ready file), driven
 #      with the installed mgmtctl (list, info, metrics) and scraped over HTTP;
+#   3b. dpkg -i again over a running mgmtd: the postinst upgrades it in place;
 #   4. an out-of-tree plugin built against the installed SDK (mgmtd-dev);
 #   5. `dpkg --purge` of both, and a check that none of their files is left.
 # Needs root (or sudo) for dpkg. Refuses to run when mgmtd is already installed.
@@ -128,6 +129,67 @@ MGMTD_PID=""
 python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$TMP/mgmtd.log" ||
   fail "the JSON log has a line that is not JSON"
 say "the installed server ran, answered and stopped cleanly"
+
+# --- 3b. the package upgrade path ----------------------------------------------------------
+# Installing the package again over a running service is an upgrade (postinst configure
+# <old version>): the postinst must replace the running mgmtd in place, with the supervised
+# process keeping its pid, and never restart the service. systemd is not PID 1 here: in a
+# private mount namespace /run/systemd/system exists, and a systemctl stand-in says the
+# service is active with this mgmtd as its main pid, and records what it was asked.
+if unshare -m --propagation private true 2>/dev/null; then
+  mkdir -p "$TMP/fakebin"
+  cat >"$TMP/fakebin/systemctl" <<'SH'
+#!/bin/sh
+echo "$*" >>"$FAKE_SYSTEMCTL_LOG"
+case "$*" in
+  *MainPID*) cat "$FAKE_MAIN_PID" ;;
+esac
+exit 0
+SH
+  chmod 755 "$TMP/fakebin/systemctl"
+  cat >"$TMP/upgrade.yaml" <<YAML
+server: {runtime_dir: /run/mgmtd, write_hint: false}
+backend:
+  plugin: process
+  config:
+    state_dir: $TMP/state
+    processes:
+      - {id: worker, command: /bin/sleep, args: ["1000"]}
+commands:
+  0xAC: info
+  0xAF: upgrade
+YAML
+  cat >"$TMP/upgrade-path.sh" <<'SH'
+set -euo pipefail
+mount -t tmpfs tmpfs /run/systemd 2>/dev/null || { mkdir -p /run/systemd && mount -t tmpfs tmpfs /run/systemd; }
+mkdir /run/systemd/system
+/usr/bin/mgmtd -c "$TMP/upgrade.yaml" --ready-file "$TMP/up-ready" >"$TMP/up.log" 2>&1 &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+echo $pid >"$FAKE_MAIN_PID"
+for _ in $(seq 200); do [[ -e $TMP/up-ready ]] && break; sleep 0.05; done
+CTL="/usr/bin/mgmtctl --runtime-dir /run/mgmtd"
+worker_pid() { $CTL list | awk '$1 == "worker" { print $4 }'; }
+for _ in $(seq 200); do [[ $(worker_pid) =~ ^[1-9] ]] && break; sleep 0.05; done
+before=$(worker_pid)
+[[ $before =~ ^[1-9] ]] || { cat "$TMP/up.log"; echo "the worker did not start"; exit 1; }
+PATH="$TMP/fakebin:$PATH" dpkg -i "$DEB" >"$TMP/dpkg-upgrade.log" 2>&1 ||
+  { cat "$TMP/dpkg-upgrade.log"; echo "dpkg -i over the running service failed"; exit 1; }
+info=$($CTL info) || { cat "$TMP/up.log"; echo "no answer after the upgrade"; exit 1; }
+grep -q "upgrade 1" <<<"$info" || { echo "$info"; cat "$TMP/dpkg-upgrade.log" "$TMP/up.log"; echo "mgmtd was not upgraded in place"; exit 1; }
+[[ $(worker_pid) == "$before" ]] || { echo "the worker's pid changed: $before -> $(worker_pid)"; exit 1; }
+kill -0 "$pid" || { echo "mgmtd is gone"; exit 1; }
+if grep -q restart "$FAKE_SYSTEMCTL_LOG"; then echo "the postinst restarted the service"; exit 1; fi
+echo "pid $pid kept, worker pid $before kept"
+SH
+  : >"$TMP/systemctl.log"
+  out=$(TMP=$TMP DEB=${server_deb[0]} FAKE_SYSTEMCTL_LOG=$TMP/systemctl.log \
+    FAKE_MAIN_PID=$TMP/main.pid unshare -m --propagation private bash "$TMP/upgrade-path.sh" 2>&1) ||
+    fail "the package upgrade path: $out"
+  say "dpkg -i over a running mgmtd upgraded it in place: $out"
+else
+  say "no mount namespace here (unshare -m refused): the package upgrade path was not tried"
+fi
 
 # --- 4. the SDK: an out-of-tree plugin against /usr --------------------------------------
 cmake -S examples/hello-command -B "$TMP/sdk" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$TMP/sdk.log" 2>&1 &&
