@@ -109,6 +109,24 @@ std::string encode(const UpgradeResponse& m) {
   });
 }
 
+std::string encode(const ReloadRequest& m) {
+  return packed([&](Packer& pk) {
+    pk.pack_map(1);
+    put_key(pk, "what");
+    put_str(pk, m.what);
+  });
+}
+
+std::string encode(const ReloadResponse& m) {
+  return packed([&](Packer& pk) {
+    pk.pack_map(2);
+    put_key(pk, "err");
+    put_str(pk, m.err);
+    put_key(pk, "done");
+    put_str(pk, m.done);
+  });
+}
+
 std::string command_error(std::string_view err) {
   return packed([&](Packer& pk) {
     pk.pack_map(1);
@@ -158,6 +176,21 @@ std::string decode(std::string_view payload, UpgradeResponse& out) {
     if (k == "binary") codec::read(v, out.binary, k);
     else if (k == "upgrades") codec::read(v, out.upgrades, k);
     else if (k == "err") codec::read(v, out.err, k);
+  });
+}
+
+std::string decode(std::string_view payload, ReloadRequest& out) {
+  out = {};
+  return decode_map(payload, [&](std::string_view k, const object& v) {
+    if (k == "what") codec::read(v, out.what, k);
+  });
+}
+
+std::string decode(std::string_view payload, ReloadResponse& out) {
+  out = {};
+  return decode_map(payload, [&](std::string_view k, const object& v) {
+    if (k == "err") codec::read(v, out.err, k);
+    else if (k == "done") codec::read(v, out.done, k);
   });
 }
 

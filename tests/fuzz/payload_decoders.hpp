@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "mgmt/commands.hpp"
 #include "mgmt/messages.hpp"
 
 namespace mgmt::fuzz {
@@ -35,6 +36,13 @@ inline void decode_all(std::string_view payload) {
   round_trip<LogsStream>(payload);
   round_trip<EventsSubscribe>(payload);
   round_trip<EventsStream>(payload);
+  // The stock extra commands.
+  round_trip<SignalRequest>(payload);
+  round_trip<InfoRequest>(payload);
+  round_trip<InfoResponse>(payload);
+  round_trip<UpgradeResponse>(payload);
+  round_trip<ReloadRequest>(payload);
+  round_trip<ReloadResponse>(payload);
 }
 
 }  // namespace mgmt::fuzz

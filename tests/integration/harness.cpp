@@ -188,7 +188,8 @@ std::string ticker_processes(const std::string& id) {
 }
 
 Mgmtd::Mgmtd(const std::string& backend_and_more,
-             const std::function<void(const std::string& socket)>& prepare) {
+             const std::function<void(const std::string& socket)>& prepare,
+             const std::vector<std::string>& wrapper) {
   socket_ = dir_.file("run/manager.sock");
   if (prepare) prepare(socket_);
   // MGMT_TEST_IO_THREADS runs every harnessed mgmtd with that server.io_threads (the
@@ -200,7 +201,9 @@ Mgmtd::Mgmtd(const std::string& backend_and_more,
                                   : std::string()) +
                              backend_and_more;
   dir_.write("mgmt.yaml", config);
-  pid_ = spawn({MGMTD_BIN, "-c", dir_.file("mgmt.yaml"), "--log-level", "debug"},
+  std::vector<std::string> argv = wrapper;
+  argv.insert(argv.end(), {MGMTD_BIN, "-c", dir_.file("mgmt.yaml"), "--log-level", "debug"});
+  pid_ = spawn(argv,
                {{"HOME", dir_.path()}, {"XDG_CACHE_HOME", dir_.file("cache")}},
                dir_.file("mgmtd.out"), dir_.file("mgmtd.err"));
   const bool ready = wait_until(

@@ -70,9 +70,11 @@ class Mgmtd {
  public:
   // `backend_and_more` is YAML appended after the generated `server:` section; it must at
   // least contain `backend:`.
-  // `prepare` runs before mgmtd starts, with the socket path it will use.
+  // `prepare` runs before mgmtd starts, with the socket path it will use. `wrapper`: a
+  // command line mgmtd's own is appended to (it must exec mgmtd, keeping the pid).
   explicit Mgmtd(const std::string& backend_and_more,
-                 const std::function<void(const std::string& socket)>& prepare = {});
+                 const std::function<void(const std::string& socket)>& prepare = {},
+                 const std::vector<std::string>& wrapper = {});
   ~Mgmtd();
 
   const std::string& socket() const { return socket_; }

@@ -204,7 +204,7 @@ TEST_CASE("SIGUSR1 reopens the log files: logrotate without copytruncate; log_ti
           "    log_file_dir: " + logs.path() + "\n"
           "    log_timestamps: true\n"
           "    processes:\n" +
-          ticker_processes("web"));
+          ticker_processes("web") + "commands:\n  0xAD: reload\n");
   const std::string live = logs.file("web.stdout.log");
   REQUIRE(wait_until([&] { return read_file(live).find("tick 1\n") != std::string::npos; }, 20s));
   // log_timestamps: every line starts with its capture time.
@@ -222,5 +222,23 @@ TEST_CASE("SIGUSR1 reopens the log files: logrotate without copytruncate; log_ti
   REQUIRE(wait_until([&] { return split_lines(read_file(live)).size() >= 3; }, 20s));
   CHECK(read_file(moved) == old_then);
   CHECK(d.log().find("SIGUSR1: reopening log files") != std::string::npos);
+
+  // The stock command does the same (`mgmtctl reload --logs`, for a postrotate that
+  // cannot signal), and leaves the configuration alone.
+  const std::string moved2 = logs.file("web.stdout.log.2");
+  REQUIRE(::rename(moved.c_str(), moved2.c_str()) == 0);
+  REQUIRE(::rename(live.c_str(), moved.c_str()) == 0);
+  const auto r = d.ctl({"reload", "--logs"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out == "log files reopened\n");
+  REQUIRE(wait_until([&] { return read_file(live).find(" tick ") != std::string::npos; }, 20s));
+  const std::string old_then2 = read_file(moved);
+  REQUIRE(wait_until([&] { return split_lines(read_file(live)).size() >= 3; }, 20s));
+  CHECK(read_file(moved) == old_then2);
+  CHECK(d.log().find("reloaded ") == std::string::npos);
+  // A reload of something else is refused with what it can do.
+  const auto bad = d.ctl({"call", "0xAD", "{\"what\": \"everything\"}"});
+  CHECK_THAT(bad.out + bad.err, Catch::Contains("neither config nor logs"));
   CHECK(d.terminate() == 0);
 }

@@ -86,6 +86,7 @@ bool flag_applies(std::string_view flag, Command c) {
   }
   if (flag == "ids") return c == Command::list;
   if (flag == "group") return c == Command::signal;
+  if (flag == "logs") return c == Command::reload;
   if (flag == "stream" || flag == "follow" || flag == "since" || flag == "lines" ||
       flag == "timestamps") {
     return c == Command::logs;
@@ -107,7 +108,7 @@ bool takes_value(std::string_view flag) {
 
 bool is_bool_flag(std::string_view flag) {
   return flag == "help" || flag == "version" || flag == "json" || flag == "follow" ||
-         flag == "group" || flag == "ids" || flag == "timestamps";
+         flag == "group" || flag == "ids" || flag == "timestamps" || flag == "logs";
 }
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
@@ -218,8 +219,9 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       if (name == "group") o.group = v;
       if (name == "ids") o.ids_only = v;
       if (name == "timestamps") o.timestamps = v;
+      if (name == "logs") o.reopen_logs = v;
       if (name == "json" || name == "follow" || name == "group" || name == "ids" ||
-          name == "timestamps") {
+          name == "timestamps" || name == "logs") {
         command_flags.push_back(name);
       }
       continue;

@@ -54,6 +54,7 @@ struct Options {
   // signal.
   std::string signal;  // canonical name, "SIGHUP"
   bool group = false;  // --group
+  bool reopen_logs = false;  // reload --logs: reopen the log files instead
   // call: the request as JSON text ("" = no payload).
   std::string json_payload;
   // Not a flag: set by the caller when stdout is a terminal and NO_COLOR is unset; colours

@@ -45,7 +45,7 @@ Commands:
   info [--json] [--type 0xNN]    server version, plugin ABI, uptime, config file and
                                  the loaded plugins with their versions and files
   metrics [--type 0xNN]          the server's Prometheus metrics (text format)
-  reload [--type 0xNN]           re-read mgmt.yaml and apply it (exit 1 with the reason
+  reload [--logs] [--type 0xNN]  re-read mgmt.yaml and apply it (exit 1 with the reason
                                  when the server refuses it and keeps the running one)
   upgrade [--type 0xNN]          replace mgmtd by the binary on disk in place (same pid,
                                  the processes keep running) and wait until it serves;
@@ -178,11 +178,14 @@ over HTTP (GET /metrics).
   --type 0xNN   the message type the metrics plugin is mapped to (default 0xAE)
 )";
     case Command::reload:
-      return R"(usage: mgmtctl reload [--type 0xNN]
+      return R"(usage: mgmtctl reload [--logs] [--type 0xNN]
 
 Asks the server to re-read its configuration and apply it (processes added, removed or
 changed; handlers remapped; limits and access rules), as SIGHUP does, and prints
 "reloaded"; a refused reload changes nothing and its reason goes to stderr (exit 1).
+  --logs        reopen the log files instead, as SIGUSR1 does: each is closed and opened
+                again by its path at its next write (logrotate's postrotate); prints
+                "log files reopened"
   --type 0xNN   the message type the reload command is mapped to (default 0xAD)
 )";
     case Command::upgrade:

@@ -193,8 +193,28 @@ int cmd_signal(mgmt::Client& c, const Options& o, std::ostream& out) {
 
 int cmd_reload(mgmt::Client& c, const Options& o, std::ostream& out, std::ostream& err) {
   const auto type = o.msg_type.value_or(mgmt::kReloadCommandType);
-  const auto f = c.call(type, mgmt::encode(mgmt::InfoRequest{}));  // an empty map
-  const auto resp = expect_command<mgmt::RestartResponse>(c, f, type);  // {err}
+  mgmt::ReloadRequest req;
+  if (o.reopen_logs) req.what = "logs";
+  // A plain reload sends an empty map, as before `what` existed.
+  const auto f = c.call(type, req.what.empty() ? mgmt::encode(mgmt::InfoRequest{})
+                                               : mgmt::encode(req));
+  const auto resp = expect_command<mgmt::ReloadResponse>(c, f, type);
+  if (o.reopen_logs) {
+    if (resp.done != "logs") {
+      // A reload command from before `what`: it re-read the configuration instead.
+      err << "this server's reload command cannot reopen log files (it re-read the "
+             "configuration instead"
+          << (resp.err.empty() ? "" : ", and refused: " + resp.err)
+          << "); send SIGUSR1 to mgmtd\n";
+      return kExitFailure;
+    }
+    if (!resp.err.empty()) {
+      err << "reopening the log files failed: " << resp.err << '\n';
+      return kExitFailure;
+    }
+    out << "log files reopened\n";
+    return kExitOk;
+  }
   if (!resp.err.empty()) {
     err << "reload refused, the running configuration stays: " << resp.err << '\n';
     return kExitFailure;

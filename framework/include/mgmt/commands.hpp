@@ -83,15 +83,32 @@ struct UpgradeResponse {
   std::string err;             // `err`
 };
 
+// reload: `what` is "" or "config" (re-read mgmt.yaml and apply it; the same as SIGHUP)
+// or "logs" (close every log file, each opened again by its path at its next write; the
+// same as SIGUSR1, for logrotate). Answer {`err`, `done`: "config" or "logs", what was
+// done}. A reload command that predates `what` ignores it, re-reads the configuration and
+// answers without `done`.
+struct ReloadRequest {
+  std::string what;  // `what`
+};
+struct ReloadResponse {
+  std::string err;   // `err`
+  std::string done;  // `done`
+};
+
 std::string encode(const SignalRequest& m);
 std::string encode(const InfoRequest& m);
 std::string encode(const InfoResponse& m);
 std::string encode(const UpgradeResponse& m);
+std::string encode(const ReloadRequest& m);
+std::string encode(const ReloadResponse& m);
 // Empty on success, else what was wrong (see messages.hpp).
 std::string decode(std::string_view payload, SignalRequest& out);
 std::string decode(std::string_view payload, InfoRequest& out);
 std::string decode(std::string_view payload, InfoResponse& out);
 std::string decode(std::string_view payload, UpgradeResponse& out);
+std::string decode(std::string_view payload, ReloadRequest& out);
+std::string decode(std::string_view payload, ReloadResponse& out);
 
 // {`err`: err}: the smallest valid answer of a command, for failures.
 std::string command_error(std::string_view err);

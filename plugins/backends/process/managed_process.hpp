@@ -93,6 +93,11 @@ struct ManagedProcess {
   std::array<LogRing, 2> logs;
   std::array<std::optional<LogFile>, 2> files;
   std::array<bool, 2> file_error_reported{false, false};
+  // log_journal: the line being read per stream; a failed send reported (once per run);
+  // lines the journal had no room for since the last report.
+  std::array<std::string, 2> journal_partial;
+  bool journal_error_reported = false;
+  std::uint64_t journal_dropped = 0;
   std::array<Broadcaster<TimedChunk>, 2> followers;
   // The stream the process wrote to last (-1: none yet): a chunk after one on the other
   // stream starts a chunk of its own in the ring (LogRing::append's `coalesce`).

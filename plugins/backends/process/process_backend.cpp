@@ -1110,6 +1110,7 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
         if (log_) mgmt::log::error(*log_, "process {}: {}", p.spec.id, p.last_error);
       }
     }
+    if (p.spec.log_files.journal) to_journal(p, s, chunk, false);
     p.followers[s].publish(TimedChunk{chunk, now});
     const std::uint64_t unread = p.logs[s].unread_dropped();
     if (unread > p.unread_dropped_seen[s]) {
@@ -1126,6 +1127,46 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
     }
   }
   if (drain) c.close_stream(stream);
+}
+
+void ProcessBackend::to_journal(ManagedProcess& p, int s, std::string_view chunk, bool end) {
+  const pid_t pid = p.child ? p.child->pid() : 0;
+  auto send = [&](std::string_view line) {
+    JournalEntry e;
+    e.message = line;
+    e.priority = s == 0 ? 6 : 3;
+    e.identifier = p.spec.id;
+    e.stream = stream_name(s);
+    e.pid = pid;
+    std::string why;
+    switch (journal_.send(e, why)) {
+      case JournalSink::Result::sent:
+        break;
+      case JournalSink::Result::full:
+        ++p.journal_dropped;
+        break;
+      case JournalSink::Result::failed:
+        if (!p.journal_error_reported) {
+          p.journal_error_reported = true;  // once per run, not once per line
+          p.last_error = "journal: " + why;
+          changed();
+          if (log_) mgmt::log::error(*log_, "process {}: {}", p.spec.id, p.last_error);
+        }
+        break;
+    }
+  };
+  journal_lines(p.journal_partial[s], chunk, send);
+  if (end && !p.journal_partial[s].empty()) {
+    send(p.journal_partial[s]);
+    p.journal_partial[s].clear();
+  }
+  if (p.journal_dropped > 0 && (end || p.journal_dropped % 1000 == 1)) {
+    if (log_) {
+      mgmt::log::warn(*log_, "process {}: the journal is not keeping up: {} line{} dropped",
+                      p.spec.id, p.journal_dropped, p.journal_dropped == 1 ? "" : "s");
+    }
+    if (end) p.journal_dropped = 0;
+  }
 }
 
 void ProcessBackend::on_exit(ManagedProcess& p, Completions& done) {
@@ -1178,6 +1219,11 @@ bool ProcessBackend::record_exit(ManagedProcess& p, Completions& done) {
     if (f) f->close();  // reopened (appending) by the next run
   }
   p.file_error_reported = {false, false};
+  for (int s : {0, 1}) {
+    if (p.spec.log_files.journal) to_journal(p, s, {}, true);  // a last line with no newline
+    p.journal_partial[s].clear();
+  }
+  p.journal_error_reported = false;
   const bool exec_failed = p.exec_failed;
   const auto ran_for = steady_clock::now() - p.run_started;
   p.child.reset();

@@ -74,6 +74,7 @@
 
 #include "broadcaster.hpp"
 #include "group_registry.hpp"
+#include "journal.hpp"
 #include "managed_process.hpp"
 #include "mgmt/backend.hpp"
 #include "mgmt/plugin.hpp"
@@ -205,6 +206,9 @@ class ProcessBackend final : public Backend {
   // After the fork: the prober watches the new child.
   void watch_probes(ManagedProcess& p, ProbeSetup setup);
   void end_probes(ManagedProcess& p);  // the child is gone
+  // log_journal: the lines of `chunk` of stream `s` to the journal (supervisor thread); at
+  // the stream's `end`, the last line even without its newline.
+  void to_journal(ManagedProcess& p, int s, std::string_view chunk, bool end);
   // In-place upgrade (handoff.cpp): a child's readiness and health in the state image
   // (the prober's descriptors go in `fds`), and back; the prober watches an adopted child
   // again.
@@ -276,6 +280,7 @@ class ProcessBackend final : public Backend {
   // See list_version(). Starts at 1: 0 means "unknown" to the handlers.
   std::atomic<std::uint64_t> version_{1};
   std::unique_ptr<char[]> read_buf_;  // kReadChunk bytes: the supervisor's reads
+  JournalSink journal_;               // log_journal (supervisor thread)
   // PluginEnv::on_main_thread (guarded by mu_): children are forked through it when set.
   std::function<bool(const std::function<void()>&)> fork_on_main_;
   bool handed_off_ = false;  // guarded by shutdown_mu_: frozen for an exec, never shut down

@@ -460,6 +460,7 @@ class Reader {
     if (const auto* v = f["log_max_size"]) base.max_size = positive_size(*v, "log_max_size");
     if (const auto* v = f["log_max_files"]) base.max_files = count(*v, "log_max_files");
     if (const auto* v = f["log_timestamps"]) base.timestamps = boolean(*v, "log_timestamps");
+    if (const auto* v = f["log_journal"]) base.journal = boolean(*v, "log_journal");
     return base;
   }
 
@@ -523,7 +524,7 @@ class Reader {
                    {"id", "name", "command", "args", "env", "work_dir", "restart", "max_restarts",
                     "restart_backoff", "restart_backoff_max", "restart_reset_after", "stop_timeout",
                     "autostart", "log_buffer", "log_file_dir", "log_max_size", "log_max_files",
-                    "log_timestamps", "resources", "depends_on", "user", "group", "umask",
+                    "log_timestamps", "log_journal", "resources", "depends_on", "user", "group", "umask",
                     "env_file", "clear_env",
                     "rlimits", "nice", "oom_score_adj", "stop_signal", "stop_group",
                     "start_seconds", "start_retries", "success_exit_codes", "instances", "tty",
@@ -732,7 +733,7 @@ BackendConfig parse_backend_config(const YAML::Node& config, const std::string& 
   if (!config.IsMap()) r.fail(config, "the process backend's config must be a map with a `processes:` list");
   const Reader::Fields f(r, config,
                          {"log_buffer", "log_file_dir", "log_max_size", "log_max_files",
-                          "log_timestamps", "state_dir", "subreaper", "processes"},
+                          "log_timestamps", "log_journal", "state_dir", "subreaper", "processes"},
                          "the process backend's config");
   const YAML::Node* buffer = f["log_buffer"];
   const std::size_t log_buffer =
@@ -832,6 +833,7 @@ std::vector<std::string> changed_fields(const ProcessSpec& a, const ProcessSpec&
   diff(a.log_files.max_size != b.log_files.max_size, "log_max_size");
   diff(a.log_files.max_files != b.log_files.max_files, "log_max_files");
   diff(a.log_files.timestamps != b.log_files.timestamps, "log_timestamps");
+  diff(a.log_files.journal != b.log_files.journal, "log_journal");
   diff(a.resources != b.resources, "resources");
   diff(a.depends_on != b.depends_on, "depends_on");
   // The user's entry may have changed in the database (uid, groups, home) under the same name.
@@ -865,7 +867,7 @@ bool needs_restart(const std::vector<std::string>& fields) {
       "name",          "restart",        "max_restarts",  "restart_backoff",
       "restart_backoff_max", "restart_reset_after", "stop_timeout", "autostart",
       "log_buffer",    "log_file_dir",   "log_max_size",  "log_max_files",
-      "log_timestamps", "resources",     "depends_on",     "stop_signal",   "stop_group",
+      "log_timestamps", "log_journal", "resources",     "depends_on",     "stop_signal",   "stop_group",
       "start_seconds", "start_retries",  "success_exit_codes"};
   return std::any_of(fields.begin(), fields.end(), [](const std::string& f) {
     return std::find(std::begin(kInPlace), std::end(kInPlace), f) == std::end(kInPlace);

@@ -50,6 +50,7 @@ struct LogFiles {
   std::uint64_t max_size = kDefaultLogMaxSize;  // rotate when a write would pass this
   std::uint32_t max_files = kDefaultLogMaxFiles;  // rotated files kept besides the live one
   bool timestamps = false;  // log_timestamps: the capture time before each line
+  bool journal = false;     // log_journal: each line to the systemd journal too
 
   bool operator==(const LogFiles&) const = default;
 };
