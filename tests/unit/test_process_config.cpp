@@ -189,7 +189,8 @@ TEST_CASE("process config: errors name file, line, column and the fix", "[proces
         "mgmt.yaml:4:5: unknown key \"comand\" in a process (expected one of: id, name, "
         "command, args, env, work_dir, restart, max_restarts, restart_backoff, "
         "restart_backoff_max, restart_reset_after, stop_timeout, autostart, log_buffer, "
-        "log_file_dir, log_max_size, log_max_files, log_timestamps, resources, depends_on, user, "
+        "log_file_dir, log_max_size, log_max_files, log_timestamps, log_journal, resources, "
+                 "depends_on, user, "
         "group, umask, "
         "env_file, clear_env, rlimits, nice, oom_score_adj, stop_signal, stop_group, "
         "start_seconds, start_retries, success_exit_codes, instances, tty, tty_size, ready, "
@@ -226,7 +227,8 @@ TEST_CASE("process config: errors name file, line, column and the fix", "[proces
         "mgmt.yaml:1:12: processes must be a list of `- id: ...` entries");
   CHECK(error_of("process:\n  - id: web\n") ==
         "mgmt.yaml:1:1: unknown key \"process\" in the process backend's config (expected one "
-        "of: log_buffer, log_file_dir, log_max_size, log_max_files, log_timestamps, state_dir, "
+        "of: log_buffer, log_file_dir, log_max_size, log_max_files, log_timestamps, "
+                 "log_journal, state_dir, "
         "subreaper, "
         "processes)");
   CHECK(error_of("processes:\n  - web\n") ==

@@ -419,6 +419,7 @@ std::string ProcessBackend::adopt(const Handoff& in) {
         h.group = c.at("group").get<std::string>();
         h.nice = opt_of<int>(c.at("nice"));
         p.child.emplace(Child::adopt(h));
+        ++p.child_serial;
         ++children;
       }
       // Version 1 had no probes (it refused to hand a child with probes over).

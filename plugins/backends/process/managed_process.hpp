@@ -51,6 +51,7 @@ struct ManagedProcess {
   std::vector<ManagedProcess*> dependents;  // what depends on it
 
   std::optional<Child> child;
+  std::uint64_t child_serial = 0;  // counts the children it had (the supervisor's epoll set)
   bool spawn_requested = false;  // state starting, waiting for the supervisor to fork
   bool exec_failed = false;      // the current child never ran the program
   bool abandoned = false;        // survived SIGKILL (a stop gave up); no longer waited for

@@ -231,6 +231,7 @@ class ProcessBackend final : public Backend {
 
   std::shared_ptr<spdlog::logger> log_;
   UniqueFd wake_fd_;
+  UniqueFd epoll_;  // the supervisor's set of child descriptors (supervise())
   const bool subreaper_wanted_;
   const std::string state_dir_;  // resolved (the default when the config names none)
 
