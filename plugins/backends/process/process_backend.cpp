@@ -775,7 +775,7 @@ void ProcessBackend::supervise() {
   // Which process and which of its descriptors a watched descriptor stands for.
   enum class Kind { wake, exec_status, out, err, exit };
   struct Watch {
-    ManagedProcess* p = nullptr;
+    ManagedProcess* p = nullptr;  // null: not watched (or the wake descriptor)
     Kind kind = Kind::wake;
     std::uint64_t serial = 0;  // p->child_serial: the same number, another child's pipe
     bool operator==(const Watch&) const = default;
@@ -783,15 +783,18 @@ void ProcessBackend::supervise() {
   // The children's descriptors are watched through one epoll set kept in step with the
   // records, so a wakeup costs what is ready rather than every child's descriptors (a
   // poll() over 3N descriptors four times a second was most of the idle CPU at thousands
-  // of processes). `watched` is what the set holds, by descriptor; `ready`, what the last
-  // wait returned.
+  // of processes). `watched` is what the set holds, indexed by descriptor (numbers are
+  // small and dense: 24 bytes per descriptor, no node per entry); `seen` marks those still
+  // wanted in the current pass; `ready`, what the last wait returned.
   //
   // A descriptor closed here leaves the set by itself once no process holds it; while a
   // child being forked still holds a copy (until its exec closes it), the set may report
   // the old pipe under a number that now names another. Harmless: every handler below
   // checks the descriptor is the child's and reads without blocking.
-  std::unordered_map<int, Watch> watched;
-  std::unordered_map<int, Watch> wanted;
+  std::vector<Watch> watched;
+  std::vector<std::uint32_t> seen;
+  std::uint32_t pass = 0;
+  std::vector<int> live;  // descriptors in the set besides the wake descriptor
   // More ready at once than fit are reported by the next wait (level-triggered).
   std::vector<epoll_event> ready(1024);
   std::vector<std::pair<int, Watch>> todo;
@@ -804,8 +807,10 @@ void ProcessBackend::supervise() {
     if (::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) return true;
     return errno == EEXIST && ::epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) == 0;
   };
-  // What an earlier supervisor of this backend left in the set (none: one runs per
-  // backend) does not matter: `watched` starts empty and every descriptor is added anew.
+  if (!watch(wake_fd_.get()) && log_) {
+    mgmt::log::critical(*log_, "process backend: cannot watch its wake-up descriptor: {}",
+                        std::system_category().message(errno));
+  }
 
   std::unique_lock lock(mu_);
   while (true) {
@@ -814,8 +819,12 @@ void ProcessBackend::supervise() {
     //    then the exit, so output and a failed exec precede the exit (sorted by kind).
     todo.clear();
     for (int i = 0; i < nready; ++i) {
-      const auto it = watched.find(ready[static_cast<std::size_t>(i)].data.fd);
-      if (it != watched.end()) todo.emplace_back(it->first, it->second);
+      const int fd = ready[static_cast<std::size_t>(i)].data.fd;
+      if (fd == wake_fd_.get()) {
+        todo.emplace_back(fd, Watch{});
+      } else if (static_cast<std::size_t>(fd) < watched.size() && watched[fd].p != nullptr) {
+        todo.emplace_back(fd, watched[fd]);
+      }
     }
     std::stable_sort(todo.begin(), todo.end(),
                      [](const auto& a, const auto& b) { return a.second.kind < b.second.kind; });
@@ -883,37 +892,40 @@ void ProcessBackend::supervise() {
     // 3. The epoll set in step with the children: what is new is added, what is gone
     //    removed (a closed descriptor has left the set already; removing it again fails
     //    harmlessly).
-    wanted.clear();
-    wanted[wake_fd_.get()] = Watch{};  // Kind::wake
+    ++pass;
     for (const auto& p : procs_) {
       if (!p->child) continue;
       const Child& c = *p->child;
       auto want = [&](int fd, Kind k) {
-        if (fd >= 0) wanted[fd] = Watch{p.get(), k, p->child_serial};
+        if (fd < 0) return;
+        const auto i = static_cast<std::size_t>(fd);
+        if (i >= watched.size()) {
+          watched.resize(i + 1);
+          seen.resize(i + 1, 0);
+        }
+        seen[i] = pass;
+        const Watch w{p.get(), k, p->child_serial};
+        if (watched[i] == w) return;
+        // New, or the number now names another child's descriptor.
+        if (watched[i].p == nullptr) live.push_back(fd);
+        watched[i] = w;
+        if (!watch(fd) && log_) {
+          mgmt::log::error(*log_, "process backend: cannot watch descriptor {}: {}", fd,
+                           std::system_category().message(errno));
+        }
       };
       want(c.status_fd(), Kind::exec_status);
       want(c.stream_fd(Child::out), Kind::out);
       want(c.stream_fd(Child::err), Kind::err);
       want(c.pidfd(), Kind::exit);
     }
-    for (auto it = watched.begin(); it != watched.end();) {
-      const auto w = wanted.find(it->first);
-      if (w == wanted.end()) {
-        ::epoll_ctl(ep, EPOLL_CTL_DEL, it->first, nullptr);
-        it = watched.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (const auto& [fd, w] : wanted) {
-      auto [it, added] = watched.try_emplace(fd, w);
-      if (!added && it->second == w) continue;
-      it->second = w;  // new, or the number now names another child's descriptor
-      if (!watch(fd) && log_) {
-        mgmt::log::error(*log_, "process backend: cannot watch descriptor {}: {}", fd,
-                         std::system_category().message(errno));
-      }
-    }
+    std::erase_if(live, [&](int fd) {
+      const auto i = static_cast<std::size_t>(fd);
+      if (seen[i] == pass) return false;
+      ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+      watched[i] = Watch{};
+      return true;
+    });
 
     now = steady_clock::now();
     int timeout = poll_timeout_ms(now);
