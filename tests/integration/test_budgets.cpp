@@ -218,7 +218,7 @@ std::uintmax_t spill_bytes(const Mgmtd& d) {
 
 }  // namespace
 
-TEST_CASE("all spill files together stay within streams.spill_quota_total; readers are told "
+TEST_CASE("all spill files together stay within streams.spill_quota_total, readers are told "
           "what they lost",
           "[budgets][streaming]") {
   constexpr std::uintmax_t kTotal = 2u << 20;

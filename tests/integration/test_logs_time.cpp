@@ -195,7 +195,7 @@ TEST_CASE("mgmtctl logs with several ids prefixes each line with its id", "[logs
   }
 }
 
-TEST_CASE("SIGUSR1 reopens the log files: logrotate without copytruncate; log_timestamps",
+TEST_CASE("SIGUSR1 reopens the log files: logrotate without copytruncate, log_timestamps",
           "[logs][logs_time][logrotate]") {
   TempDir logs;
   Mgmtd d("backend:\n"

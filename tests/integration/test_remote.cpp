@@ -253,7 +253,7 @@ TEST_CASE("mgmtctl --host ssh:// gives the local output, for every kind of comma
   CHECK(r.out == d.ctl({"list"}).out);
 }
 
-TEST_CASE("mgmtctl --host ssh:// logs -f follows both streams; the follower's end ends ssh",
+TEST_CASE("mgmtctl --host ssh:// logs -f follows both streams, the follower's end ends ssh",
           "[remote]") {
   if (!sshd_usable()) return;
   Sshd sshd;

@@ -109,7 +109,7 @@ std::string trapper(const std::string& id, const std::string& dir) {
 
 }  // namespace
 
-TEST_CASE("sidecar: PID 1 with JSON logs and a ready file; SIGTERM stops the children, exit 0",
+TEST_CASE("sidecar: PID 1 with JSON logs and a ready file, SIGTERM stops the children, exit 0",
           "[sidecar]") {
   TempDir dir;
   const std::string socket = dir.file("shared/manager.sock");

@@ -47,7 +47,8 @@ struct ProcInfo {
   pid_t ppid;
 };
 
-// Every process whose parent is `parent` (zombies included), from /proc.
+// Every process whose parent is `parent` (zombies included), from /proc; not mgmtd's
+// spawn helper, which is its child for as long as it runs.
 std::vector<ProcInfo> children_of(pid_t parent) {
   std::vector<ProcInfo> out;
   DIR* proc = ::opendir("/proc");
@@ -56,6 +57,7 @@ std::vector<ProcInfo> children_of(pid_t parent) {
     const std::string stat = read_file(std::string("/proc/") + e->d_name + "/stat");
     const auto close = stat.rfind(')');
     if (close == std::string::npos) continue;
+    if (stat.find("(mgmtd-spawn)") != std::string::npos) continue;
     std::istringstream fields(stat.substr(close + 1));
     ProcInfo p{static_cast<pid_t>(std::stol(e->d_name)), '?', 0};
     long ppid = 0;
@@ -273,4 +275,76 @@ TEST_CASE("status extension keys reach mgmtctl, plain and --json", "[supervision
                            Catch::Contains("\"started_at\": "));
   const auto list = m.ctl({"list", "--json"});
   CHECK_THAT(list.out, Catch::Contains("\"restarts\": 1"));
+}
+
+namespace {
+
+// mgmtd's spawn helper: its child named mgmtd-spawn, or -1.
+pid_t spawn_helper_of(pid_t mgmtd) {
+  DIR* proc = ::opendir("/proc");
+  pid_t found = -1;
+  while (const dirent* e = ::readdir(proc)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const std::string stat = read_file(std::string("/proc/") + e->d_name + "/stat");
+    if (stat.find("(mgmtd-spawn)") == std::string::npos) continue;
+    std::istringstream fields(stat.substr(stat.rfind(')') + 1));
+    char state = '?';
+    long ppid = 0;
+    if ((fields >> state >> ppid) && ppid == mgmtd && state != 'Z') {
+      found = static_cast<pid_t>(std::stol(e->d_name));
+    }
+  }
+  ::closedir(proc);
+  return found;
+}
+
+pid_t parent_of(pid_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(close + 1));
+  char state = '?';
+  long ppid = 0;
+  return fields >> state >> ppid ? static_cast<pid_t>(ppid) : -1;
+}
+
+std::int64_t pid_in_list(const Mgmtd& d, const std::string& id) {
+  return status_of(d.socket(), id).entry.pid;
+}
+
+}  // namespace
+
+TEST_CASE("children forked through the spawn helper are mgmtd's, and a helper that dies is replaced",
+          "[supervision]") {
+  Mgmtd d("backend:\n  plugin: process\n  config:\n    processes:\n"
+          "      - {id: a, command: /bin/sleep, args: ['1000']}\n"
+          "      - {id: b, command: /bin/sleep, args: ['1000'], autostart: false}\n"
+          "      - {id: c, command: /bin/sleep, args: ['1000'], autostart: false}\n");
+  REQUIRE(wait_until([&] { return pid_in_list(d, "a") > 0; }));
+  const pid_t helper = spawn_helper_of(d.pid());
+  REQUIRE(helper > 0);
+  // The child's parent is mgmtd, not the helper; the helper is out of mgmtd's group.
+  const auto a = static_cast<pid_t>(pid_in_list(d, "a"));
+  CHECK(parent_of(a) == d.pid());
+  CHECK(::getpgid(helper) == helper);
+  CHECK(::getpgid(a) == a);
+
+  // The helper killed: the next start still works (forked directly), and the one after
+  // it goes through a new helper.
+  REQUIRE(::kill(helper, SIGKILL) == 0);
+  REQUIRE(wait_until([&] { return spawn_helper_of(d.pid()) < 0; }));
+  const auto b = d.ctl({"start", "b"});
+  INFO(b.err << d.log());
+  REQUIRE(b.exit_code == 0);
+  CHECK(parent_of(static_cast<pid_t>(pid_in_list(d, "b"))) == d.pid());
+  REQUIRE(d.ctl({"start", "c"}).exit_code == 0);
+  const pid_t again = spawn_helper_of(d.pid());
+  CHECK(again > 0);
+  CHECK(again != helper);
+  CHECK(parent_of(static_cast<pid_t>(pid_in_list(d, "c"))) == d.pid());
+  CHECK_THAT(d.log(), Catch::Contains("is gone; starting another"));
+
+  // At shutdown the helper ends with mgmtd.
+  CHECK(d.terminate() == 0);
+  CHECK_FALSE(pid_alive(again));
 }

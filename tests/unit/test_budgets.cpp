@@ -88,7 +88,7 @@ TEST_CASE("past the shared memory budget stream frames spill, answers stay in me
   CHECK(memory.used == 0);
 }
 
-TEST_CASE("the shared disk budget bounds all spill files; drops end with one notice",
+TEST_CASE("the shared disk budget bounds all spill files, drops end with one notice",
           "[budgets]") {
   Dir d;
   Budget memory, disk;

@@ -115,7 +115,7 @@ TEST_CASE("restart and signal answer with StatusResponse-shaped maps", "[command
   CHECK(id.id == "web");
 }
 
-TEST_CASE("command_error is a map with err only; InfoRequest is an empty map", "[commands]") {
+TEST_CASE("command_error is a map with err only, InfoRequest is an empty map", "[commands]") {
   CHECK(command_error("nope") == bytes({0x81}) + fixstr("err") + fixstr("nope"));
   StatusResponse s;
   REQUIRE(decode(command_error("nope"), s).empty());

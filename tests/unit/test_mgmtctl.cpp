@@ -1077,7 +1077,7 @@ TEST_CASE("format_info and format_uptime", "[mgmtctl]") {
 )");
 }
 
-TEST_CASE("JSON <-> MessagePack for call; bytes as base64", "[mgmtctl]") {
+TEST_CASE("JSON <-> MessagePack for call, bytes as base64", "[mgmtctl]") {
   using mgmtctl::base64;
   CHECK(base64("") == "");
   CHECK(base64("f") == "Zg==");

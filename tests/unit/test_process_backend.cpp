@@ -913,7 +913,7 @@ TEST_CASE("process backend: depends_on orders start, and stop in reverse", "[pro
   CHECK(zombies() == 0);
 }
 
-TEST_CASE("process backend: start pulls in dependencies; a failed one fails its dependents",
+TEST_CASE("process backend: start pulls in dependencies, a failed one fails its dependents",
           "[process][deps]") {
   {
     auto b = make_backend("processes:\n"

@@ -602,7 +602,7 @@ TEST_CASE("parity: success_exit_codes are a stop, not a crash", "[process][parit
 // ---------------------------------------------------------------------------------------
 // Instances
 
-TEST_CASE("parity: instances run N copies; a reload adds or removes only the difference",
+TEST_CASE("parity: instances run N copies, a reload adds or removes only the difference",
           "[process][parity][instances]") {
   // sh -c SCRIPT sh ARG: $1 is ARG.
   const auto config = [](int n) {
@@ -701,7 +701,7 @@ TEST_CASE("parity: a program that buffers on a pipe shows its output at once on 
 // ---------------------------------------------------------------------------------------
 // Reloads restart only what must restart
 
-TEST_CASE("parity: a reload of policy fields keeps the child; one of args restarts it",
+TEST_CASE("parity: a reload of policy fields keeps the child, one of args restarts it",
           "[process][parity][reconfigure]") {
   const auto config = [](const std::string& args_extra, const std::string& policy) {
     return "processes:\n" +

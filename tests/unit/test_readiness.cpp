@@ -298,7 +298,7 @@ TEST_CASE("health: http 2xx is healthy, 500 makes it unhealthy and restarts it",
   CHECK(zombies() == 0);
 }
 
-TEST_CASE("health: on_unhealthy: log keeps the pid; healthy again once the probe passes",
+TEST_CASE("health: on_unhealthy: log keeps the pid, healthy again once the probe passes",
           "[health]") {
   TempDir dir;
   touch(dir.file("alive"));

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -300,7 +301,7 @@ std::variant<ExecPlan, std::string> make_exec_plan(const ProcessSpec& spec,
   return "exec " + spec.command + ": " + errno_text(ENOENT) + " (searched PATH=" + path_var + ")";
 }
 
-std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
+std::variant<Child, std::string> Child::spawn(const ExecPlan& plan, bool as_sibling) {
   Child c;
   UniqueFd out_w, err_w, status_w, tty;
   if (!make_pipe(c.status_, status_w)) return "pipe: " + errno_text(errno);
@@ -357,7 +358,7 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
       argv.data(),
       envp.data(),
       plan.work_dir.c_str(),
-      ::getpid(),
+      as_sibling ? ::getppid() : ::getpid(),  // whom the child's parent-death check expects
       devnull.get(),
       out_w.get(),
       err_w.get(),
@@ -384,7 +385,9 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
   sigset_t all, old;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  const pid_t pid = ::fork();
+  const pid_t pid = as_sibling ? static_cast<pid_t>(::syscall(SYS_clone, CLONE_PARENT | SIGCHLD,
+                                                               nullptr, nullptr, nullptr, nullptr))
+                               : ::fork();
   if (pid == 0) exec_child(setup);
   const int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -394,7 +397,8 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan) {
   c.own_session_ = plan.tty;
   // Also set here, so that kill(-pid) works even before the child has run. Not on a
   // terminal: setsid() fails in a process that already leads a group.
-  if (!plan.tty) ::setpgid(pid, pid);
+  // (The spawn helper cannot: the child is not its; mgmtd does it on receipt.)
+  if (!plan.tty && !as_sibling) ::setpgid(pid, pid);
   // Through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C" and does not link from C++.
   c.pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   // The child cannot be reaped before we are done here, so /proc/<pid> is still its.

@@ -275,6 +275,8 @@ std::string ProcessBackend::handoff(Handoff& out) {
   // The probe thread ends too (without mu_: it may be waiting for it to report); what it
   // had learnt is applied by then.
   prober_->stop();
+  // Nothing forks any more; the helper would end at the exec anyway (its socket closes).
+  spawner_.reset();
 
   Completions done;
   {

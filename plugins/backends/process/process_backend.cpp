@@ -190,7 +190,8 @@ void ProcessBackend::shutdown() {
   }
   wake();
   supervisor_.join();
-  // The supervisor is gone: what it owned is ours now.
+  // The supervisor is gone: what it owned is ours now. Nothing forks any more.
+  spawner_.reset();
   final_reap();
   {
     std::lock_guard lock(mu_);
@@ -1039,9 +1040,9 @@ void ProcessBackend::spawn(ManagedProcess& p, Completions& done) {
   // upgrade (see PluginEnv::on_main_thread).
   std::variant<Child, std::string> child = std::string("mgmtd is exiting");
   if (!fork_on_main_) {
-    child = Child::spawn(std::get<ExecPlan>(plan));
+    child = spawn_child(std::get<ExecPlan>(plan));
   } else {
-    (void)fork_on_main_([&] { child = Child::spawn(std::get<ExecPlan>(plan)); });
+    (void)fork_on_main_([&] { child = spawn_child(std::get<ExecPlan>(plan)); });
   }
   if (auto* err = std::get_if<std::string>(&child)) return fail_start(p, *err, done);
   p.child.emplace(std::move(std::get<Child>(child)));
@@ -1190,6 +1191,33 @@ void ProcessBackend::on_output(ManagedProcess& p, int s, bool drain) {
     }
   }
   if (drain) c.close_stream(stream);
+}
+
+std::variant<Child, std::string> ProcessBackend::spawn_child(const ExecPlan& plan) {
+  if (spawner_ && spawner_->broken()) {
+    if (log_) {
+      mgmt::log::warn(*log_, "the spawn helper (pid {}) is gone; starting another",
+                      spawner_->pid());
+    }
+    spawner_.reset();
+  }
+  if (!spawner_ && !spawner_failed_) {
+    std::string why;
+    spawner_ = SpawnHelper::start(why);
+    if (!spawner_) {
+      spawner_failed_ = true;  // said once; mgmtd forks each child itself from now on
+      if (log_) {
+        mgmt::log::warn(*log_, "cannot start the spawn helper ({}); forking each child directly",
+                        why);
+      }
+    }
+  }
+  if (spawner_) {
+    auto r = spawner_->spawn(plan);
+    if (!spawner_->broken()) return r;
+    if (log_) mgmt::log::warn(*log_, "{}; forking this child directly", std::get<std::string>(r));
+  }
+  return Child::spawn(plan);
 }
 
 void ProcessBackend::to_journal(ManagedProcess& p, int s, std::string_view chunk, bool end) {

@@ -75,6 +75,7 @@
 #include "broadcaster.hpp"
 #include "group_registry.hpp"
 #include "journal.hpp"
+#include "spawn_helper.hpp"
 #include "managed_process.hpp"
 #include "mgmt/backend.hpp"
 #include "mgmt/plugin.hpp"
@@ -206,6 +207,9 @@ class ProcessBackend final : public Backend {
   // After the fork: the prober watches the new child.
   void watch_probes(ManagedProcess& p, ProbeSetup setup);
   void end_probes(ManagedProcess& p);  // the child is gone
+  // Forks `plan` through the spawn helper (started on first use, again if it died), or
+  // directly when there is none. On the forking thread, with mu_ held by the supervisor.
+  std::variant<Child, std::string> spawn_child(const ExecPlan& plan);
   // log_journal: the lines of `chunk` of stream `s` to the journal (supervisor thread); at
   // the stream's `end`, the last line even without its newline.
   void to_journal(ManagedProcess& p, int s, std::string_view chunk, bool end);
@@ -282,6 +286,10 @@ class ProcessBackend final : public Backend {
   std::atomic<std::uint64_t> version_{1};
   std::unique_ptr<char[]> read_buf_;  // kReadChunk bytes: the supervisor's reads
   JournalSink journal_;               // log_journal (supervisor thread)
+  // The spawn helper (spawn_helper.hpp): used on the forking thread while the supervisor
+  // holds mu_; ended by shutdown() and handoff() once the supervisor has stopped.
+  std::unique_ptr<SpawnHelper> spawner_;
+  bool spawner_failed_ = false;
   // PluginEnv::on_main_thread (guarded by mu_): children are forked through it when set.
   std::function<bool(const std::function<void()>&)> fork_on_main_;
   bool handed_off_ = false;  // guarded by shutdown_mu_: frozen for an exec, never shut down
