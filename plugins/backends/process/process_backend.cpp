@@ -891,8 +891,7 @@ void ProcessBackend::supervise() {
     }
 
     // 3. The epoll set in step with the children: what is new is added, what is gone
-    //    removed (a closed descriptor has left the set already; removing it again fails
-    //    harmlessly).
+    //    forgotten.
     ++pass;
     for (const auto& p : procs_) {
       if (!p->child) continue;
@@ -920,10 +919,12 @@ void ProcessBackend::supervise() {
       want(c.stream_fd(Child::err), Kind::err);
       want(c.pidfd(), Kind::exit);
     }
+    // A descriptor no longer wanted has been closed (that is the only way one goes): the
+    // kernel has taken it out of the set. No EPOLL_CTL_DEL: by now its number may name a
+    // descriptor another thread has opened.
     std::erase_if(live, [&](int fd) {
       const auto i = static_cast<std::size_t>(fd);
       if (seen[i] == pass) return false;
-      ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
       watched[i] = Watch{};
       return true;
     });
