@@ -25,6 +25,7 @@
 #include <string>
 
 #include "harness.hpp"
+#include "systemd_fakes.hpp"
 #include "mgmt/commands.hpp"
 #include "mgmt/plugin.hpp"
 #include "wait.hpp"
@@ -33,77 +34,6 @@ using namespace mgmt;
 using namespace mgmt::test;
 
 namespace {
-
-// Sets a variable of this (test) process for the mgmtd started meanwhile; mgmtd inherits
-// the environment of its parent.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::string& value) : name_(name) {
-    ::setenv(name, value.c_str(), 1);
-  }
-  ~ScopedEnv() { ::unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-};
-
-// systemd's notify socket, played by the test: the datagrams mgmtd sends, with their sender.
-class NotifySocket {
- public:
-  explicit NotifySocket(const std::string& path) {
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    const int on = 1;
-    REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) == 0);
-  }
-  ~NotifySocket() { ::close(fd_); }
-  NotifySocket(const NotifySocket&) = delete;
-  NotifySocket& operator=(const NotifySocket&) = delete;
-
-  // The next datagram other than WATCHDOG=1 (those are counted), and its sender's pid.
-  std::optional<std::pair<std::string, pid_t>> next(int& pings, std::chrono::milliseconds timeout = 30s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (true) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      pollfd p{fd_, POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
-      char buf[4096];
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
-      iovec iov{buf, sizeof buf};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      const ssize_t n = ::recvmsg(fd_, &msg, 0);
-      if (n < 0) return std::nullopt;
-      pid_t sender = 0;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-          ucred cred{};
-          std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
-          sender = cred.pid;
-        }
-      }
-      std::string text(buf, static_cast<std::size_t>(n));
-      if (text == "WATCHDOG=1") {
-        ++pings;
-        continue;
-      }
-      return std::make_pair(std::move(text), sender);
-    }
-  }
-
- private:
-  int fd_ = -1;
-};
 
 std::vector<Entry> list(const Mgmtd& d) {
   try {
@@ -414,9 +344,9 @@ TEST_CASE("under systemd an upgrade is RELOADING=1, then READY=1 from the new pr
   Mgmtd d("backend:\n  plugin: process\n  config:\n    processes:\n" + ticker_processes() +
           "commands:\n  0xAC: info\n  0xAF: upgrade\n");
   int pings = 0;
-  auto m = notify.next(pings);
+  auto m = notify.next_state(pings, 30s);
   REQUIRE(m);
-  CHECK(m->first.find("READY=1") != std::string::npos);
+  CHECK(m->text.find("READY=1") != std::string::npos);
   REQUIRE(wait_until([&] { return in_state(d, "ticker", "running"); }));
   const auto pid = find(d, "ticker")->pid;
 
@@ -425,30 +355,30 @@ TEST_CASE("under systemd an upgrade is RELOADING=1, then READY=1 from the new pr
   REQUIRE(r.exit_code == 0);
   // Status lines may come between; the order is RELOADING=1 (with MONOTONIC_USEC), then
   // READY=1, both from mgmtd's pid.
-  std::optional<std::pair<std::string, pid_t>> reloading;
-  while (auto n = notify.next(pings)) {
-    if (n->first.find("RELOADING=1") != std::string::npos) {
+  std::optional<NotifySocket::Message> reloading;
+  while (auto n = notify.next_state(pings, 30s)) {
+    if (n->text.find("RELOADING=1") != std::string::npos) {
       reloading = n;
       break;
     }
   }
   REQUIRE(reloading);
-  CHECK(reloading->second == d.pid());
-  CHECK(reloading->first.find("MONOTONIC_USEC=") != std::string::npos);
-  std::optional<std::pair<std::string, pid_t>> ready;
-  while (auto n = notify.next(pings)) {
-    if (n->first.find("READY=1") != std::string::npos) {
+  CHECK(reloading->sender == d.pid());
+  CHECK(reloading->text.find("MONOTONIC_USEC=") != std::string::npos);
+  std::optional<NotifySocket::Message> ready;
+  while (auto n = notify.next_state(pings, 30s)) {
+    if (n->text.find("READY=1") != std::string::npos) {
       ready = n;
       break;
     }
   }
   REQUIRE(ready);
-  CHECK(ready->second == d.pid());
+  CHECK(ready->sender == d.pid());
   CHECK(find(d, "ticker")->pid == pid);
   // The new program keeps the watchdog going (WATCHDOG_USEC and WATCHDOG_PID passed on).
   const int before = pings;
   REQUIRE(wait_until([&] {
-    (void)notify.next(pings, 200ms);
+    (void)notify.next_state(pings, 200ms);
     return pings >= before + 3;
   }, 20s));
   CHECK(d.terminate() == 0);
