@@ -4,6 +4,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -546,23 +547,7 @@ void Session::reply_direct(std::uint8_t type, std::uint64_t seq, std::string_vie
   {
     std::lock_guard lock(qmu_);
     // idle_: nothing queued, nothing being written, and the socket still open (see fd_).
-    if (idle_ && q_.empty()) {
-      std::size_t sent = 0;
-      failed = !send_now(parts, sent);
-      written_.fetch_add(sent, std::memory_order_relaxed);
-      for (auto& p : parts) {
-        const std::size_t n = std::min(sent, p.size());
-        p.remove_prefix(n);
-        sent -= n;
-      }
-    }
-    if (!failed && (!parts[0].empty() || !parts[1].empty())) {
-      account_locked(q_.push_parts(parts, 1, /*keep=*/true));
-      if (idle_) {
-        idle_ = false;
-        run = true;
-      }
-    }
+    failed = !send_or_queue_locked(parts, idle_ && q_.empty(), run);
   }
   asio::post(host_.io, [self = shared_from_this(), failed, run] {
     if (self->mode_ == Mode::closed) return;
@@ -782,25 +767,9 @@ std::uint64_t Session::send_reply(std::uint8_t type, std::uint64_t seq, std::str
   std::uint64_t backlog = 0;
   {
     std::lock_guard lock(qmu_);
-    if (idle_ && !writing_ && q_.empty()) {
-      // Nothing queued or being written (a client waiting for its answer, the usual case):
-      // send it right here, and queue only what the socket does not take.
-      std::size_t sent = 0;
-      failed = !send_now(parts, sent);
-      written_.fetch_add(sent, std::memory_order_relaxed);
-      for (auto& p : parts) {
-        const std::size_t n = std::min(sent, p.size());
-        p.remove_prefix(n);
-        sent -= n;
-      }
-    }
-    if (!failed && (!parts[0].empty() || !parts[1].empty())) {
-      account_locked(q_.push_parts(parts, 1, /*keep=*/true));
-      if (idle_) {
-        idle_ = false;
-        run = true;
-      }
-    }
+    // Nothing queued or being written (a client waiting for its answer, the usual case):
+    // send it right here, and queue only what the socket does not take.
+    failed = !send_or_queue_locked(parts, idle_ && !writing_ && q_.empty(), run);
     backlog = q_.backlog_bytes() + in_flight_bytes_;
   }
   if (failed) {
@@ -809,6 +778,27 @@ std::uint64_t Session::send_reply(std::uint8_t type, std::uint64_t seq, std::str
     flush();
   }
   return backlog;
+}
+
+bool Session::send_or_queue_locked(std::span<std::string_view> parts, bool now, bool& run) {
+  if (now) {
+    std::size_t sent = 0;
+    if (!send_now(parts, sent)) return false;
+    written_.fetch_add(sent, std::memory_order_relaxed);
+    for (auto& p : parts) {
+      const std::size_t n = std::min(sent, p.size());
+      p.remove_prefix(n);
+      sent -= n;
+    }
+  }
+  if (std::any_of(parts.begin(), parts.end(), [](std::string_view p) { return !p.empty(); })) {
+    account_locked(q_.push_parts(parts, 1, /*keep=*/true));
+    if (idle_) {
+      idle_ = false;
+      run = true;
+    }
+  }
+  return true;
 }
 
 bool Session::send_now(std::span<const std::string_view> parts, std::size_t& sent) {

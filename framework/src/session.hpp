@@ -211,6 +211,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // One non-blocking sendmsg of `parts`: false on a socket error (not on a full socket);
   // `sent` says how many bytes went.
   bool send_now(std::span<const std::string_view> parts, std::size_t& sent);
+  // With qmu_ held: a frame's `parts` sent at once when `now` (the caller's condition for
+  // "nothing queued or being written"), and what the socket did not take queued; `run`
+  // turns true when the connection must start writing its queue. False on a write error
+  // (nothing queued then).
+  bool send_or_queue_locked(std::span<std::string_view> parts, bool now, bool& run);
   void flush();
   void on_kick();
   bool queue_empty();
