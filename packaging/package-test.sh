@@ -41,6 +41,7 @@ say "built $(basename "${server_deb[0]}") and $(basename "${dev_deb[0]}")"
 server_files=$(dpkg-deb -c "${server_deb[0]}" | awk '{print $6}' | sed 's|^\./|/|')
 dev_files=$(dpkg-deb -c "${dev_deb[0]}" | awk '{print $6}' | sed 's|^\./|/|')
 for f in /usr/bin/mgmtd /usr/bin/mgmtctl /usr/lib/libmgmt.so.0 /usr/lib/mgmtd/plugins/process.so \
+  /usr/lib/mgmtd/mgmtd-spawn \
   /usr/lib/mgmtd/plugins/list.so /usr/lib/mgmtd/plugins/metrics.so /etc/mgmtd/mgmt.yaml \
   /usr/lib/systemd/system/mgmtd.service /usr/lib/systemd/system/mgmtd.socket \
   /usr/share/man/man8/mgmtd.8.gz \

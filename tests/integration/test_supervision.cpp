@@ -326,6 +326,10 @@ TEST_CASE("children forked through the spawn helper are mgmtd's, and a helper th
   // The child's parent is mgmtd, not the helper; the helper is out of mgmtd's group.
   const auto a = static_cast<pid_t>(pid_in_list(d, "a"));
   CHECK(parent_of(a) == d.pid());
+  // A program of its own (found beside the plugins), not a copy of mgmtd.
+  std::error_code ec;
+  CHECK(std::filesystem::read_symlink("/proc/" + std::to_string(helper) + "/exe", ec)
+            .filename() == "mgmtd-spawn");
   CHECK(::getpgid(helper) == helper);
   CHECK(::getpgid(a) == a);
 

@@ -1204,7 +1204,7 @@ std::variant<Child, std::string> ProcessBackend::spawn_child(const ExecPlan& pla
   }
   if (!spawner_ && !spawner_failed_) {
     std::string why;
-    spawner_ = SpawnHelper::start(why);
+    spawner_ = SpawnHelper::start(why, spawn_helper_program());
     if (!spawner_) {
       spawner_failed_ = true;  // said once; mgmtd forks each child itself from now on
       if (log_) {

@@ -1,6 +1,8 @@
 #include "spawn_helper.hpp"
 
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -11,7 +13,9 @@
 #include <array>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <system_error>
 #include <vector>
 
@@ -191,6 +195,9 @@ std::string to_bytes(const json& j) {
   if (::syscall(SYS_close_range, 4U, ~0U, 0U) != 0) {
     for (int fd = 4; fd < 65536; ++fd) ::close(fd);
   }
+  // Ready: mgmtd waits for this byte before its first request.
+  const char ready = 1;
+  if (::send(sock, &ready, 1, MSG_NOSIGNAL) != 1) ::_exit(0);
   std::string req;
   std::vector<int> fds;
   while (receive_message(sock, req, fds)) {
@@ -233,7 +240,34 @@ std::string to_bytes(const json& j) {
 
 }  // namespace
 
-std::unique_ptr<SpawnHelper> SpawnHelper::start(std::string& error) {
+std::string spawn_helper_program() {
+  // This code is in the process plugin (<prefix>/lib/mgmtd/plugins/process.so) or, linked
+  // statically, in a program of the build tree (<build>/bin/...).
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&spawn_helper_program), &info) == 0 ||
+      info.dli_fname == nullptr) {
+    return {};
+  }
+  std::error_code ec;
+  const auto self = std::filesystem::weakly_canonical(info.dli_fname, ec);
+  if (ec) return {};
+  for (const char* rel : {"../mgmtd-spawn", "../lib/mgmtd/mgmtd-spawn"}) {
+    const auto p = (self.parent_path() / rel).lexically_normal();
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return {};
+}
+
+int spawn_helper_main(int argc, char** argv) {
+  if (argc != 2 || ::fcntl(3, F_GETFD) < 0) {
+    const char msg[] = "mgmtd-spawn: the process backend's spawn helper; mgmtd runs it\n";
+    [[maybe_unused]] const auto n = ::write(2, msg, sizeof msg - 1);
+    return 2;
+  }
+  serve(3, static_cast<pid_t>(std::atol(argv[1])));
+}
+
+std::unique_ptr<SpawnHelper> SpawnHelper::start(std::string& error, const std::string& program) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     error = "socketpair: " + errno_text(errno);
@@ -241,6 +275,11 @@ std::unique_ptr<SpawnHelper> SpawnHelper::start(std::string& error) {
   }
   UniqueFd ours(sv[0]), theirs(sv[1]);
   const pid_t parent = ::getpid();
+  // Everything the child needs before its exec is made here: after fork only
+  // async-signal-safe calls.
+  const std::string parent_arg = std::to_string(parent);
+  char* const argv[] = {const_cast<char*>("mgmtd-spawn"), const_cast<char*>(parent_arg.c_str()),
+                        nullptr};
   const pid_t pid = ::fork();
   if (pid < 0) {
     error = "fork: " + errno_text(errno);
@@ -248,9 +287,27 @@ std::unique_ptr<SpawnHelper> SpawnHelper::start(std::string& error) {
   }
   if (pid == 0) {
     ours.reset();
-    serve(theirs.release(), parent);
+    if (!program.empty() && ::dup2(theirs.get(), 3) == 3) {  // dup2 clears FD_CLOEXEC
+      ::execv(program.c_str(), argv);
+    }
+    serve(theirs.release(), parent);  // no program, or it could not be executed
   }
   theirs.reset();
+  // Wait until it serves (its first byte), so a helper that cannot start is known now.
+  pollfd p{ours.get(), POLLIN, 0};
+  char ready = 0;
+  int r;
+  do {
+    r = ::poll(&p, 1, 10000);
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0 || ::recv(ours.get(), &ready, 1, 0) != 1 || ready != 1) {
+    error = r == 0 ? "it did not answer within 10 s" : "it exited at once";
+    ::kill(pid, SIGKILL);
+    int status;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return nullptr;
+  }
   return std::unique_ptr<SpawnHelper>(new SpawnHelper(pid, std::move(ours)));
 }
 
