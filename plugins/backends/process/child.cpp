@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -209,9 +208,8 @@ void cloexec_from(int from) {
   }
   if (c.umask >= 0) ::umask(static_cast<mode_t>(c.umask));
   if (c.switch_ids) {
-    // Raw system calls: glibc's wrappers would also change the credentials of every other
-    // thread sharing the memory, and the spawn helper's child shares the helper's
-    // (CLONE_VM); the child has a single thread, so this is all of it.
+    // Raw system calls: the child has a single thread, so they change all of it, and they
+    // touch no state of glibc's (whose wrappers coordinate the threads of a process).
     if (::syscall(SYS_setgroups, c.group_count, c.groups) != 0) fail(ExecFailure::groups, errno);
     if (::syscall(SYS_setgid, c.gid) != 0) fail(ExecFailure::gid, errno);
     if (c.set_uid && ::syscall(SYS_setuid, c.uid) != 0) fail(ExecFailure::uid, errno);
@@ -223,32 +221,6 @@ void cloexec_from(int from) {
   ::execve(c.path, c.argv, c.envp);
   fail(ExecFailure::exec, errno);
   ::_exit(127);  // not reached
-}
-
-// Sanitizer runtimes keep per-thread state that a CLONE_VM child would share with the
-// helper while running on a stack they do not know (ASan reports its own bookkeeping as
-// an overflow): their builds clone the helper's children without CLONE_VM (a copy of the
-// helper's memory, as fork). Release builds, and the release test run, use CLONE_VM.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kShareMemory = false;
-#else
-constexpr bool kShareMemory = true;
-#endif
-
-// The spawn helper's child: clone() calls this on the child's own stack.
-int exec_child_entry(void* setup) { exec_child(*static_cast<const ChildSetup*>(setup)); }
-
-// The stack of the spawn helper's children. They share the helper's memory (CLONE_VM)
-// until their exec, and the helper waits meanwhile (CLONE_VFORK): one stack serves every
-// child in turn. exec_child needs little (no allocation; a few small structs).
-constexpr std::size_t kChildStack = 256 * 1024;
-char* child_stack() {
-  static char* stack = [] {
-    void* p = ::mmap(nullptr, kChildStack, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
-  }();
-  return stack;
 }
 
 }  // namespace
@@ -415,27 +387,18 @@ std::variant<Child, std::string> Child::spawn(const ExecPlan& plan, bool as_sibl
   sigset_t all, old;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  // The spawn helper (as_sibling) clones the child as mgmtd's (CLONE_PARENT) and without
-  // copying its own memory (CLONE_VM | CLONE_VFORK, as posix_spawn does): the cost of a
-  // spawn does not depend on how much memory the helper inherited from mgmtd.
+  // The spawn helper (as_sibling) clones the child as mgmtd's (CLONE_PARENT). A plain copy
+  // otherwise, as fork: the helper is a small program of its own, so copying it costs
+  // little, and the helper never waits on the child (a child stuck before its exec, in a
+  // chdir to a hung mount, say, holds up nothing but itself).
   pid_t pid;
-  if (as_sibling && !kShareMemory) {
+  if (as_sibling) {
     pid = static_cast<pid_t>(
         ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
-    if (pid == 0) exec_child(setup);
-  } else if (as_sibling) {
-    char* stack = child_stack();
-    if (stack == nullptr) {
-      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-      return "mmap: " + errno_text(errno);
-    }
-    pid = ::clone(exec_child_entry, stack + kChildStack,
-                  CLONE_VM | CLONE_VFORK | CLONE_PARENT | SIGCHLD,
-                  const_cast<ChildSetup*>(&setup));
   } else {
     pid = ::fork();
-    if (pid == 0) exec_child(setup);
   }
+  if (pid == 0) exec_child(setup);
   const int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) return "fork: " + errno_text(fork_errno);

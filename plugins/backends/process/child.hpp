@@ -65,9 +65,8 @@ class Child {
   // refuses, the switch of user, chdir, exec) is reported later through read_exec_status().
   // With plan.tty the child leads a session of its own, on the terminal, and stream_fd(out)
   // reads the terminal (stderr included; stream_fd(err) is -1).
-  // `as_sibling` (the spawn helper): clone(CLONE_PARENT | CLONE_VM | CLONE_VFORK) instead
-  // of fork, so the child is the caller's parent's child, not the caller's, and the
-  // caller's memory is not copied (it waits until the child has called exec).
+  // `as_sibling` (the spawn helper): clone(CLONE_PARENT) instead of fork, so the child is
+  // the caller's parent's child, not the caller's.
   static std::variant<Child, std::string> spawn(const ExecPlan& plan, bool as_sibling = false);
 
   Child(Child&&) noexcept = default;

@@ -294,6 +294,9 @@ std::string ProcessBackend::handoff(Handoff& out) {
       j["command"] = command_line_of(p.spec);
       j["state"] = std::string(p.state);
       j["spawn_requested"] = p.spawn_requested;
+      // Set by a health check that failed after the checks above (the probe thread ran
+      // until it was stopped): the child is being stopped to start again.
+      j["restart_after_stop"] = p.restart_after_stop;
       j["exec_failed"] = p.exec_failed;
       j["abandoned"] = p.abandoned;
       j["restarts"] = p.restarts;
@@ -386,6 +389,7 @@ std::string ProcessBackend::adopt(const Handoff& in) {
       ManagedProcess& p = *find(j.at("id").get<std::string>());
       p.state = state_named(j.at("state"));
       p.spawn_requested = j.at("spawn_requested");
+      p.restart_after_stop = j.value("restart_after_stop", false);
       p.exec_failed = j.at("exec_failed");
       p.abandoned = j.at("abandoned");
       p.restarts = j.at("restarts");

@@ -414,7 +414,9 @@ void Prober::adopt(const ProbeHandover& h, const ProcessSpec& spec, pid_t pid, u
   s->failures = h.failures;
   s->last = h.last;
   if (h.next_ns) s->next = now + std::chrono::nanoseconds(*h.next_ns);
-  if (h.watchdog_ns) s->watchdog_due = now + std::chrono::nanoseconds(*h.watchdog_ns);
+  if (h.watchdog_ns && s->health && s->health->watchdog.count() > 0) {
+    s->watchdog_due = now + std::chrono::nanoseconds(*h.watchdog_ns);
+  }
   add(std::move(s));
 }
 

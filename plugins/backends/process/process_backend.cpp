@@ -906,13 +906,17 @@ void ProcessBackend::supervise() {
         seen[i] = pass;
         const Watch w{p.get(), k, p->child_serial};
         if (watched[i] == w) return;
-        // New, or the number now names another child's descriptor.
+        // New, or the number now names another child's descriptor. Recorded once the set
+        // has it, so a failed add is tried again at the next pass.
+        if (!watch(fd)) {
+          if (log_) {
+            mgmt::log::error(*log_, "process backend: cannot watch descriptor {}: {}", fd,
+                             std::system_category().message(errno));
+          }
+          return;
+        }
         if (watched[i].p == nullptr) live.push_back(fd);
         watched[i] = w;
-        if (!watch(fd) && log_) {
-          mgmt::log::error(*log_, "process backend: cannot watch descriptor {}: {}", fd,
-                           std::system_category().message(errno));
-        }
       };
       want(c.status_fd(), Kind::exec_status);
       want(c.stream_fd(Child::out), Kind::out);
@@ -1505,6 +1509,15 @@ void ProcessBackend::reap_orphans(Completions& done) {
     }
     const pid_t pid = info.si_pid;
     if (pid == 0) return;  // no zombie
+    if (spawner_ && pid == spawner_->pid()) {
+      // The spawn helper has exited (killed?): reaped here like any zombie; the next start
+      // begins a new one. (spawner_ is only changed while this thread waits in a start.)
+      int status = 0;
+      ::waitpid(pid, &status, WNOHANG);
+      spawner_->reaped();
+      if (log_) mgmt::log::warn(*log_, "the spawn helper (pid {}) has exited", pid);
+      continue;
+    }
     // Built at the first zombie of the pass, then O(1) per zombie: a scan per zombie made
     // the exits of N children O(N^2). Nothing forks during the pass; a pid reaped below is
     // never peeked again.

@@ -64,11 +64,18 @@ bool send_message(int sock, const std::string& bytes, const std::vector<int>& fd
   return true;
 }
 
-// Receives one message and the descriptors attached to it (close-on-exec). False at the
-// end of the socket or on an error (errno; 0 at a clean end).
-bool receive_message(int sock, std::string& bytes, std::vector<int>& fds) {
+// Receives one message and the descriptors attached to it (close-on-exec); `truncated`
+// when some did not fit (MSG_CTRUNC: this process is out of descriptors). False at the end
+// of the socket or on an error (errno; 0 at a clean end); no descriptor is kept then.
+bool receive_message(int sock, std::string& bytes, std::vector<int>& fds, bool* truncated = nullptr) {
   bytes.clear();
   fds.clear();
+  if (truncated != nullptr) *truncated = false;
+  auto give_up = [&] {
+    for (const int fd : fds) ::close(fd);
+    fds.clear();
+    return false;
+  };
   char header[4];
   std::size_t got = 0;
   while (got < sizeof header) {
@@ -83,10 +90,9 @@ bool receive_message(int sock, std::string& bytes, std::vector<int>& fds) {
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
       if (r == 0) errno = 0;
-      for (const int fd : fds) ::close(fd);
-      fds.clear();
-      return false;
+      return give_up();
     }
+    if ((msg.msg_flags & MSG_CTRUNC) != 0 && truncated != nullptr) *truncated = true;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       const std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -102,7 +108,7 @@ bool receive_message(int sock, std::string& bytes, std::vector<int>& fds) {
   std::memcpy(&n, header, 4);
   if (n > kMaxMessage) {
     errno = EMSGSIZE;
-    return false;
+    return give_up();
   }
   bytes.resize(n);
   for (std::size_t off = 0; off < n;) {
@@ -110,7 +116,7 @@ bool receive_message(int sock, std::string& bytes, std::vector<int>& fds) {
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
       if (r == 0) errno = EPIPE;
-      return false;
+      return give_up();
     }
     off += static_cast<std::size_t>(r);
   }
@@ -187,6 +193,11 @@ std::string to_bytes(const json& j) {
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(0);
   ::prctl(PR_SET_NAME, "mgmtd-spawn", 0, 0, 0);
+  // 0-2 open (mgmtd may run with them closed): descriptors received later must not take
+  // those numbers, which the children's dup2 calls overwrite.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0 && ::open("/dev/null", O_RDWR) < 0) ::_exit(1);
+  }
   // Only the socket stays (as fd 3), besides 0-2.
   if (sock != 3) {
     if (::dup2(sock, 3) < 0) ::_exit(1);
@@ -268,6 +279,10 @@ int spawn_helper_main(int argc, char** argv) {
 }
 
 std::unique_ptr<SpawnHelper> SpawnHelper::start(std::string& error, const std::string& program) {
+  if (program.empty()) {
+    error = "mgmtd-spawn was not found beside the plugins";
+    return nullptr;
+  }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     error = "socketpair: " + errno_text(errno);
@@ -286,11 +301,11 @@ std::unique_ptr<SpawnHelper> SpawnHelper::start(std::string& error, const std::s
     return nullptr;
   }
   if (pid == 0) {
-    ours.reset();
-    if (!program.empty() && ::dup2(theirs.get(), 3) == 3) {  // dup2 clears FD_CLOEXEC
-      ::execv(program.c_str(), argv);
-    }
-    serve(theirs.release(), parent);  // no program, or it could not be executed
+    // The socket becomes fd 3, open across the exec (dup2 clears FD_CLOEXEC; on fd 3
+    // already, fcntl does).
+    const int s = theirs.get();
+    if (s == 3 ? ::fcntl(3, F_SETFD, 0) == 0 : ::dup2(s, 3) == 3) ::execv(program.c_str(), argv);
+    ::_exit(127);
   }
   theirs.reset();
   // Wait until it serves (its first byte), so a helper that cannot start is known now.
@@ -301,7 +316,7 @@ std::unique_ptr<SpawnHelper> SpawnHelper::start(std::string& error, const std::s
     r = ::poll(&p, 1, 10000);
   } while (r < 0 && errno == EINTR);
   if (r <= 0 || ::recv(ours.get(), &ready, 1, 0) != 1 || ready != 1) {
-    error = r == 0 ? "it did not answer within 10 s" : "it exited at once";
+    error = program + (r == 0 ? " did not answer within 10 s" : " exited at once");
     ::kill(pid, SIGKILL);
     int status;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -313,6 +328,7 @@ std::unique_ptr<SpawnHelper> SpawnHelper::start(std::string& error, const std::s
 
 SpawnHelper::~SpawnHelper() {
   sock_.reset();  // the helper reads the end and exits
+  if (reaped_) return;  // its pid may name another process by now
   int status;
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
@@ -323,19 +339,27 @@ std::variant<Child, std::string> SpawnHelper::spawn(const ExecPlan& plan) {
   if (plan.ready_fd >= 0) attach.push_back(plan.ready_fd);
   std::string bytes;
   std::vector<int> fds;
+  bool truncated = false;
   if (!send_message(sock_.get(), to_bytes(plan_json(plan)), attach) ||
-      !receive_message(sock_.get(), bytes, fds)) {
+      !receive_message(sock_.get(), bytes, fds, &truncated)) {
+    // Nothing was started, or (the helper died between its clone and its answer) a child
+    // we cannot name: it is still ours, reaped as an orphan when it exits.
     broken_ = true;
     return "spawn helper (pid " + std::to_string(pid_) + "): " +
            (errno != 0 ? errno_text(errno) : std::string("it has exited"));
   }
   std::vector<UniqueFd> owned;
   for (const int fd : fds) owned.emplace_back(fd);
+  pid_t started = 0;
   try {
     const json j = json::from_msgpack(bytes);
     if (j.contains("err")) return j.at("err").get<std::string>();
     Child::Handover h;
     h.pid = j.at("pid").get<pid_t>();
+    started = h.pid;
+    if (truncated) {
+      throw std::runtime_error("its descriptors did not fit: " + errno_text(EMFILE));
+    }
     h.start_time = j.at("start_time").get<std::uint64_t>();
     h.own_session = j.at("own_session").get<bool>();
     h.path = j.at("path").get<std::string>();
@@ -361,6 +385,15 @@ std::variant<Child, std::string> SpawnHelper::spawn(const ExecPlan& plan) {
     if (!h.own_session) ::setpgid(h.pid, h.pid);
     return Child::adopt(h);
   } catch (const std::exception& e) {
+    // A child we cannot watch must not run: it is ours, so killed and reaped here (rather
+    // than started a second time by the caller).
+    if (started > 0) {
+      ::kill(started, SIGKILL);
+      int status;
+      while (::waitpid(started, &status, 0) < 0 && errno == EINTR) {
+      }
+      return std::string("the child's answer from the spawn helper: ") + e.what();
+    }
     broken_ = true;
     return std::string("spawn helper: malformed answer: ") + e.what();
   }

@@ -5,16 +5,15 @@
 // descriptors per running child (two pipes and a pidfd) and its memory grows with the
 // number of processes, so each fork of mgmtd itself costs O(N) and starting N processes
 // O(N^2) (1.67 ms per process at 4,000 against 0.86 ms at 100). The helper is forked once,
-// on the first start; it keeps one descriptor (its socket), and clones each child without
-// copying its memory (CLONE_VM | CLONE_VFORK, as posix_spawn does: the helper waits until
-// the child has called exec), so a spawn costs the same at any N. (A plain fork from the
-// helper would still copy the page tables of everything it inherited from mgmtd, the
-// parsed configuration included: 11 MB at 1,500 processes.)
+// on the first start as a program of its own; it keeps one descriptor (its socket) and
+// little memory, so a spawn costs the same at any N.
 //
-// Why a program of its own. A copy of mgmtd made by fork would keep, as private memory, every
-// page mgmtd changes afterwards: at 1,500 processes the parsed configuration and records,
-// 10 MB. The helper therefore executes `mgmtd-spawn` (installed beside the plugins) at
-// once, which holds only what spawning needs (Private_Dirty under 1 MB).
+// Why a program of its own. A copy of mgmtd made by fork would copy mgmtd's page tables at
+// each of its own forks (everything mgmtd had allocated, the parsed configuration
+// included), and keep as private memory every page mgmtd changes afterwards: 9.9 MB at
+// 1,500 processes. The helper therefore executes `mgmtd-spawn` (installed beside the
+// plugins) at once, which holds only what spawning needs (Private_Dirty 300 kB). Without
+// that program mgmtd forks each child itself.
 //
 // How the children stay mgmtd's. The helper creates a child with clone(CLONE_PARENT): its
 // parent is the helper's parent, mgmtd, exactly as if mgmtd had forked it (mgmtd reaps it,
@@ -53,9 +52,8 @@ class SpawnHelper {
  public:
   // Forks the helper from the calling thread (the children's parent-death signal follows
   // that thread), which executes `program` (spawn_helper_program()): a fresh, small
-  // process. Without a program, or when it does not start, the forked copy of mgmtd
-  // serves itself (it then keeps what mgmtd had allocated so far, privately). nullptr and
-  // `error` when no helper can be started.
+  // process. nullptr and `error` when there is no program or it does not start (the
+  // caller then forks the children itself).
   static std::unique_ptr<SpawnHelper> start(std::string& error, const std::string& program);
   // Closes the socket and waits for the helper to exit.
   ~SpawnHelper();
@@ -67,12 +65,18 @@ class SpawnHelper {
   std::variant<Child, std::string> spawn(const ExecPlan& plan);
   bool broken() const noexcept { return broken_; }
   pid_t pid() const noexcept { return pid_; }
+  // The supervisor reaped the helper (it had exited): broken, and not waited for again.
+  void reaped() noexcept {
+    reaped_ = true;
+    broken_ = true;
+  }
 
  private:
   SpawnHelper(pid_t pid, UniqueFd sock) : pid_(pid), sock_(std::move(sock)) {}
   pid_t pid_;
   UniqueFd sock_;
   bool broken_ = false;
+  bool reaped_ = false;
 };
 
 }  // namespace mgmt::process
