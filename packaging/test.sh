@@ -16,8 +16,8 @@ for preset in asan tsan; do
   echo "== $preset: test"
   ctest --preset "$preset" -j2 "$@"
 done
-# The release build too: code that only runs without sanitizers (the spawn helper clones
-# children with CLONE_VM there) is tested as shipped.
+# The release build too: the suite runs against what is shipped (optimised, no sanitizer
+# runtime in the way of timing, fork or memory).
 echo "== release: build"
 cmake --preset release >/dev/null
 cmake --build --preset release
