@@ -16,13 +16,6 @@ for preset in asan tsan; do
   echo "== $preset: test"
   ctest --preset "$preset" -j2 "$@"
 done
-# The release build too: the suite runs against what is shipped (optimised, no sanitizer
-# runtime in the way of timing, fork or memory).
-echo "== release: build"
-cmake --preset release >/dev/null
-cmake --build --preset release
-echo "== release: test"
-ctest --preset release -j2 "$@"
 echo "== fuzz"
 bash packaging/fuzz.sh "${FUZZ_SECONDS:-40}"
 if [[ ${SKIP_PACKAGE_TEST:-0} != 1 ]]; then

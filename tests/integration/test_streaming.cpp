@@ -174,9 +174,9 @@ TEST_CASE("a subscriber that stops reading receives every event afterwards, in o
   CHECK(f.seqs.size() == kCount);
   CHECK(contiguous(f.seqs, 0));
   CHECK(f.stalls.empty());
-  // The slow reader's backlog went to its spill file.
-  CHECK(spill_files(d) >= 1);
-  CHECK(spilled_bytes(d) > 0);
+  // The slow reader's backlog went to its spill file (its connection's thread may still be
+  // queueing when the fast one has read everything).
+  CHECK(wait_until([&] { return spill_files(d) >= 1 && spilled_bytes(d) > 0; }, 20s));
 
   const Received s = read_burst(slow, kCount);
   REQUIRE(s.done);
@@ -439,7 +439,9 @@ TEST_CASE("on SIGTERM a lagging subscriber gets its whole backlog, spilled part 
   constexpr std::uint64_t kCount = 15000;
   start(d, "flood:" + std::to_string(kCount));
   REQUIRE(read_burst(fast, kCount).done);
-  REQUIRE(spilled_bytes(d) > 0);
+  // With two I/O threads the slow connection's thread may still be queueing its frames
+  // when the fast one has read everything: wait for its spill file to fill.
+  REQUIRE(wait_until([&] { return spilled_bytes(d) > 0; }, 20s));
   ::kill(d.pid(), SIGTERM);
   const Received s = read_burst(slow, kCount);
   CHECK(s.seqs.size() == kCount);
