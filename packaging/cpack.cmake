@@ -19,6 +19,10 @@ install(TARGETS mgmt LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
 get_property(_mgmt_pkg_plugins GLOBAL PROPERTY MGMT_PLUGIN_TARGETS)
 install(TARGETS ${_mgmt_pkg_plugins} LIBRARY DESTINATION ${MGMT_PLUGIN_INSTALL_DIR}
   COMPONENT server EXCLUDE_FROM_ALL)
+# The process backend's spawn helper, beside the plugins' folder (where the backend looks).
+get_filename_component(_mgmt_pkg_spawn_dir ${MGMT_PLUGIN_INSTALL_DIR} DIRECTORY)
+install(TARGETS mgmtd-spawn RUNTIME DESTINATION ${_mgmt_pkg_spawn_dir}
+  COMPONENT server EXCLUDE_FROM_ALL)
 install(FILES ${MGMT_PKG_DIR}/debian/mgmt.yaml DESTINATION /etc/mgmtd
   COMPONENT server EXCLUDE_FROM_ALL)
 install(FILES ${MGMT_PKG_DIR}/systemd/mgmtd.service ${MGMT_PKG_DIR}/systemd/mgmtd.socket
