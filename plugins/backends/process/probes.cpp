@@ -260,11 +260,12 @@ ProbeSetup Prober::prepare(const ProcessSpec& spec) {
   return out;
 }
 
-void Prober::watch(ProbeSetup setup, const ProcessSpec& spec, pid_t pid, uid_t uid,
-                   std::variant<ExecPlan, std::string> ready_exec,
-                   std::variant<ExecPlan, std::string> health_exec) {
+std::unique_ptr<Prober::Session> Prober::new_session(
+    std::uint64_t token, const ProcessSpec& spec, pid_t pid, uid_t uid,
+    std::variant<ExecPlan, std::string> ready_exec,
+    std::variant<ExecPlan, std::string> health_exec) {
   auto s = std::make_unique<Session>();
-  s->token = setup.token;
+  s->token = token;
   s->id = spec.id;
   s->pid = pid;
   s->uid = uid;
@@ -272,6 +273,14 @@ void Prober::watch(ProbeSetup setup, const ProcessSpec& spec, pid_t pid, uid_t u
   s->health = spec.health;
   s->ready_exec = std::move(ready_exec);
   s->health_exec = std::move(health_exec);
+  return s;
+}
+
+void Prober::watch(ProbeSetup setup, const ProcessSpec& spec, pid_t pid, uid_t uid,
+                   std::variant<ExecPlan, std::string> ready_exec,
+                   std::variant<ExecPlan, std::string> health_exec) {
+  auto s = new_session(setup.token, spec, pid, uid, std::move(ready_exec),
+                       std::move(health_exec));
   s->notify = std::move(setup.notify);
   s->ready_pipe = std::move(setup.ready_pipe);
   s->born = Clock::now();
@@ -396,15 +405,7 @@ void Prober::adopt(const ProbeHandover& h, const ProcessSpec& spec, pid_t pid, u
          !g_next_token.compare_exchange_weak(next, h.token + 1, std::memory_order_relaxed)) {
   }
   const auto now = Clock::now();
-  auto s = std::make_unique<Session>();
-  s->token = h.token;
-  s->id = spec.id;
-  s->pid = pid;
-  s->uid = uid;
-  s->ready = spec.ready;
-  s->health = spec.health;
-  s->ready_exec = std::move(ready_exec);
-  s->health_exec = std::move(health_exec);
+  auto s = new_session(h.token, spec, pid, uid, std::move(ready_exec), std::move(health_exec));
   s->notify.reset(h.notify);
   s->ready_pipe.reset(h.ready_pipe);
   s->born = now - std::chrono::nanoseconds(h.age_ns);

@@ -141,6 +141,11 @@ class Prober {
   void run();
   void start_attempt(Session& s, std::chrono::steady_clock::time_point now);
   void add(std::unique_ptr<Session> s);
+  // A session of the child `pid` of `spec` (watch() and adopt() then fill in the rest).
+  static std::unique_ptr<Session> new_session(std::uint64_t token, const ProcessSpec& spec,
+                                              pid_t pid, uid_t uid,
+                                              std::variant<ExecPlan, std::string> ready_exec,
+                                              std::variant<ExecPlan, std::string> health_exec);
 
   Sink sink_;
   UniqueFd wake_fd_;
